@@ -1,0 +1,152 @@
+//! Composition root: opens the store, builds the upstream client and the mirror, binds the
+//! listener, spawns the server and housekeeping, and owns shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::mirror::{Mirror, MirrorConfig};
+use crate::stats::Stats;
+use crate::store::Store;
+use crate::upstream::Upstream;
+
+/// How often access times and counters are written to the index.
+const FLUSH_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open the data dir")]
+    Store(#[from] crate::store::Error),
+    #[error("cannot set up the upstream client")]
+    Upstream(#[from] crate::upstream::Error),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server task failed")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("serving failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A running shoal. Tests start several in one process.
+pub struct App {
+    addr: SocketAddr,
+    mirror: Mirror,
+    store: Store,
+    stats: Arc<Stats>,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    housekeeping: JoinHandle<()>,
+}
+
+pub async fn start(cfg: Config) -> Result<App, Error> {
+    let store = Store::open(&cfg.data_dir).await?;
+    let stats = Arc::new(Stats::default());
+    stats.restore(&store.load_counters().await?);
+    let upstream = Upstream::new(&cfg.upstream, &cfg.fetch)?;
+    let mirror = Mirror::new(
+        store.clone(),
+        upstream,
+        stats.clone(),
+        MirrorConfig {
+            fetch: cfg.fetch.clone(),
+            tag_ttl: cfg.manifests.tag_ttl,
+            max_cache_size: cfg.max_cache_size.map(|s| s.as_u64()),
+        },
+    );
+    if let Some(limit) = cfg.max_cache_size {
+        let evicted = store.evict_to(limit.as_u64(), 0).await?;
+        if !evicted.is_empty() {
+            tracing::info!(
+                count = evicted.len(),
+                "evicted blobs over max_cache_size at start-up"
+            );
+        }
+    }
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(Error::Serve)?;
+    let (blobs, bytes) = store.totals();
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), upstream = %cfg.upstream, blobs, bytes, "shoal serving");
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let state = Arc::new(crate::http::State {
+        mirror: mirror.clone(),
+        started: Instant::now(),
+    });
+    let server = tokio::spawn(crate::http::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let housekeeping = tokio::spawn({
+        let (store, stats) = (store.clone(), stats.clone());
+        async move {
+            let mut tick = tokio::time::interval(FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                persist(&store, &stats).await;
+            }
+        }
+    });
+    Ok(App {
+        addr,
+        mirror,
+        store,
+        stats,
+        stop: Some(stop),
+        server,
+        housekeeping,
+    })
+}
+
+async fn persist(store: &Store, stats: &Stats) {
+    if let Err(e) = store.flush_access().await {
+        tracing::error!(error = %crate::telemetry::chain(&e), "cannot record access times");
+    }
+    if let Err(e) = store.save_counters(stats.counters()).await {
+        tracing::error!(error = %crate::telemetry::chain(&e), "cannot record counters");
+    }
+}
+
+impl App {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn mirror(&self) -> &Mirror {
+        &self.mirror
+    }
+
+    /// Stops accepting, lets open requests finish (bounded), and writes state down.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let served = (&mut self.server).await;
+        self.housekeeping.abort();
+        persist(&self.store, &self.stats).await;
+        served?.map_err(Error::Serve)?;
+        tracing::info!("shoal stopped");
+        Ok(())
+    }
+}
+
+/// Runs until `signal` resolves, then shuts down gracefully.
+pub async fn run(cfg: Config, signal: impl Future<Output = ()>) -> Result<(), Error> {
+    let app = start(cfg).await?;
+    signal.await;
+    tracing::info!("shutting down");
+    app.shutdown().await
+}

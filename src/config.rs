@@ -1,0 +1,410 @@
+//! Configuration: one serde tree, built from layers with the precedence
+//! defaults < TOML file < `SHOAL_*` environment < command-line flags.
+//!
+//! Each layer is merged and checked on its own, so an error names the key and the place
+//! it came from (file, variable or flag). Unknown keys are refused everywhere. The result
+//! is validated once and then immutable; modules receive their own sub-struct.
+//!
+//! Environment variables map to keys by lowercasing and splitting nested tables on `__`:
+//! `SHOAL_DATA_DIR` → `data_dir`, `SHOAL_FETCH__CONNECTIONS` → `fetch.connections`.
+//! `SHOAL_CONFIG` names the config file, like `--config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+pub const ENV_PREFIX: &str = "SHOAL_";
+const ENV_CONFIG: &str = "SHOAL_CONFIG";
+pub const DEFAULT_UPSTREAM: &str = "https://registry.ollama.ai";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address for the registry API and admin endpoints.
+    pub listen: SocketAddr,
+    /// Blob files and the SQLite index.
+    pub data_dir: PathBuf,
+    /// The registry that is cached, e.g. `https://registry.ollama.ai`.
+    pub upstream: String,
+    /// Evict least-recently-used blobs beyond this total size. No limit when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_cache_size: Option<ByteSize>,
+    pub fetch: FetchConfig,
+    pub manifests: ManifestConfig,
+    pub log: LogConfig,
+}
+
+/// How blobs are fetched from upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchConfig {
+    /// Parallel ranged connections per blob. A CDN caps each connection, so one stream is
+    /// far slower than ollama's 16.
+    pub connections: usize,
+    /// Spans are not split below this size.
+    pub min_span: ByteSize,
+    /// A connection that delivers no bytes for this long is dropped and its range refetched.
+    /// Must stay well under ollama's 30 s stall timer.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Budget for one manifest or metadata request, response headers included.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Attempts for manifest and metadata requests on transient failures.
+    pub retries: u32,
+    /// A fill that lands no byte for this long fails, and its clients get an error.
+    #[serde(with = "humantime_serde")]
+    pub give_up_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManifestConfig {
+    /// How long a manifest fetched by tag is served before it is revalidated upstream.
+    #[serde(with = "humantime_serde")]
+    pub tag_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `shoal=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9200)),
+            data_dir: default_data_dir(),
+            upstream: DEFAULT_UPSTREAM.to_owned(),
+            max_cache_size: None,
+            fetch: FetchConfig::default(),
+            manifests: ManifestConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            connections: 16,
+            min_span: ByteSize::mib(4),
+            stall_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            retries: 3,
+            give_up_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for ManifestConfig {
+    fn default() -> Self {
+        ManifestConfig {
+            tag_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// `$XDG_DATA_HOME/shoal`, else `~/.local/share/shoal`, else `./shoal-data`.
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("shoal");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".local/share/shoal");
+    }
+    PathBuf::from("shoal-data")
+}
+
+/// `shoal serve` flags. Every field is optional so that an absent flag leaves the lower
+/// layers alone; defaults live in `Config::default`, never here.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file (also SHOAL_CONFIG).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:9200].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory for blobs and the index [default: ~/.local/share/shoal].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Registry to cache [default: https://registry.ollama.ai].
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Evict least-recently-used blobs beyond this size, e.g. 500GiB.
+    #[arg(long, value_name = "SIZE")]
+    pub max_cache_size: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Print the resolved configuration and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("flag --{flag}: {message}")]
+    Flag { flag: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Builds the configuration from flags and an explicit environment (tests pass their
+    /// own; `main` passes `std::env::vars()`).
+    pub fn load(
+        args: &ServeArgs,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        let mut table =
+            toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+                key: "defaults",
+                message: e.to_string(),
+            })?;
+
+        let file = args.config.clone().or_else(|| {
+            env.iter()
+                .find(|(k, _)| k == ENV_CONFIG)
+                .map(|(_, v)| PathBuf::from(v))
+        });
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let layer: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.clone(),
+                        message: e.message().to_owned(),
+                    })?;
+            merge(&mut table, layer);
+            check(&table).map_err(|message| ConfigError::File { path, message })?;
+        }
+
+        for (var, value) in env.iter().filter(|(k, _)| k != ENV_CONFIG) {
+            let key: Vec<String> = var[ENV_PREFIX.len()..]
+                .to_lowercase()
+                .split("__")
+                .map(str::to_owned)
+                .collect();
+            set_typed(&mut table, &key, value).map_err(|message| ConfigError::Env {
+                var: var.clone(),
+                message,
+            })?;
+        }
+
+        let flags: [(&str, &[&str], Option<String>); 5] = [
+            ("listen", &["listen"], args.listen.clone()),
+            (
+                "data-dir",
+                &["data_dir"],
+                args.data_dir
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned()),
+            ),
+            ("upstream", &["upstream"], args.upstream.clone()),
+            (
+                "max-cache-size",
+                &["max_cache_size"],
+                args.max_cache_size.clone(),
+            ),
+            (
+                "log-format",
+                &["log", "format"],
+                args.log_format.map(|f| match f {
+                    LogFormat::Text => "text".to_owned(),
+                    LogFormat::Json => "json".to_owned(),
+                }),
+            ),
+        ];
+        for (flag, key, value) in flags {
+            let Some(value) = value else { continue };
+            let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
+            let mut next = table.clone();
+            set_value(&mut next, &key, toml::Value::String(value));
+            check(&next).map_err(|message| ConfigError::Flag {
+                flag: flag.to_owned(),
+                message,
+            })?;
+            table = next;
+        }
+
+        let config: Config =
+            table
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    key: "config",
+                    message: e.message().to_owned(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that go beyond types: ranges and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, message: String| Err(ConfigError::Invalid { key, message });
+        if let Err(e) = crate::upstream::parse_base_url(&self.upstream) {
+            return bad("upstream", e.to_string());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty".into());
+        }
+        if !(1..=64).contains(&self.fetch.connections) {
+            return bad(
+                "fetch.connections",
+                format!("{} is out of range 1..=64", self.fetch.connections),
+            );
+        }
+        if self.fetch.min_span.as_u64() < 64 * 1024 {
+            return bad("fetch.min_span", "must be at least 64KiB".into());
+        }
+        // ollama restarts a part after 30 s without bytes; shoal has to switch before that.
+        if self.fetch.stall_timeout.is_zero() || self.fetch.stall_timeout > Duration::from_secs(25)
+        {
+            return bad(
+                "fetch.stall_timeout",
+                format!(
+                    "{} must be between 1ms and 25s (ollama gives up on a part after 30s)",
+                    humantime::format_duration(self.fetch.stall_timeout)
+                ),
+            );
+        }
+        for (key, d) in [
+            ("fetch.connect_timeout", self.fetch.connect_timeout),
+            ("fetch.request_timeout", self.fetch.request_timeout),
+            ("fetch.give_up_after", self.fetch.give_up_after),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be greater than zero".into());
+            }
+        }
+        if self.max_cache_size.is_some_and(|s| s.as_u64() == 0) {
+            return bad("max_cache_size", "must be greater than zero".into());
+        }
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            return bad("log.level", e.to_string());
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.data_dir.join("index.sqlite")
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+fn merge(base: &mut toml::Table, layer: toml::Table) {
+    for (k, v) in layer {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(l)) => merge(b, l),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn set_value(table: &mut toml::Table, key: &[String], value: toml::Value) {
+    let Some((last, parents)) = key.split_last() else {
+        return;
+    };
+    let mut t = table;
+    for p in parents {
+        let entry = t
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
+        t = next;
+    }
+    t.insert(last.clone(), value);
+}
+
+/// Sets an environment value: as TOML when it parses as a number, bool or array, so that
+/// `SHOAL_FETCH__CONNECTIONS=8` is an integer; as a string otherwise or when the typed
+/// reading does not fit the field.
+fn set_typed(table: &mut toml::Table, key: &[String], raw: &str) -> Result<(), String> {
+    let typed = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_str() && !v.is_table());
+    let mut last_err = String::new();
+    for value in typed
+        .into_iter()
+        .chain([toml::Value::String(raw.to_owned())])
+    {
+        let mut next = table.clone();
+        set_value(&mut next, key, value);
+        match check(&next) {
+            Ok(()) => {
+                *table = next;
+                return Ok(());
+            }
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
+}
+
+fn check(table: &toml::Table) -> Result<(), String> {
+    Config::deserialize(table.clone())
+        .map(|_| ())
+        .map_err(|e| e.message().to_owned())
+}
+
+#[cfg(test)]
+mod tests;

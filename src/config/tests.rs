@@ -1,0 +1,161 @@
+use super::*;
+use std::io::Write;
+
+fn args(list: &[&str]) -> ServeArgs {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct T {
+        #[command(flatten)]
+        a: ServeArgs,
+    }
+    let mut v = vec!["shoal"];
+    v.extend_from_slice(list);
+    T::try_parse_from(v).expect("flags parse").a
+}
+
+fn env(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn defaults_serve() {
+    let c = Config::load(&args(&[]), env(&[])).unwrap();
+    assert_eq!(c.listen.to_string(), "0.0.0.0:9200");
+    assert_eq!(c.upstream, "https://registry.ollama.ai");
+    assert_eq!(c.fetch.connections, 16);
+    assert_eq!(c.fetch.stall_timeout, Duration::from_secs(10));
+    assert_eq!(c.max_cache_size, None);
+}
+
+#[test]
+fn precedence_defaults_file_env_flags() {
+    let f = file(
+        "listen = \"127.0.0.1:1000\"\nupstream = \"http://file.example\"\n\
+         data_dir = \"/from/file\"\nmax_cache_size = \"1GiB\"\n[fetch]\nconnections = 4\n",
+    );
+    let path = f.path().to_str().unwrap();
+
+    // File over defaults.
+    let c = Config::load(&args(&["--config", path]), env(&[])).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:1000");
+    assert_eq!(c.upstream, "http://file.example");
+    assert_eq!(c.fetch.connections, 4);
+    assert_eq!(c.max_cache_size, Some(ByteSize::gib(1)));
+    assert_eq!(c.manifests.tag_ttl, Duration::from_secs(300));
+
+    // Env over file; SHOAL_CONFIG names the file.
+    let e = env(&[
+        ("SHOAL_CONFIG", path),
+        ("SHOAL_LISTEN", "127.0.0.1:2000"),
+        ("SHOAL_FETCH__CONNECTIONS", "8"),
+        ("SHOAL_MANIFESTS__TAG_TTL", "1m"),
+        ("OTHER_VAR", "ignored"),
+    ]);
+    let c = Config::load(&args(&[]), e.clone()).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:2000");
+    assert_eq!(c.upstream, "http://file.example");
+    assert_eq!(c.fetch.connections, 8);
+    assert_eq!(c.manifests.tag_ttl, Duration::from_secs(60));
+
+    // Flags over env.
+    let c = Config::load(
+        &args(&[
+            "--listen",
+            "127.0.0.1:3000",
+            "--data-dir",
+            "/from/flag",
+            "--max-cache-size",
+            "2GiB",
+        ]),
+        e,
+    )
+    .unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+    assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+    assert_eq!(c.max_cache_size, Some(ByteSize::gib(2)));
+    assert_eq!(c.fetch.connections, 8);
+}
+
+#[test]
+fn string_values_that_look_numeric_stay_strings() {
+    let c = Config::load(&args(&[]), env(&[("SHOAL_DATA_DIR", "123")])).unwrap();
+    assert_eq!(c.data_dir, PathBuf::from("123"));
+}
+
+#[test]
+fn errors_name_the_key_and_source() {
+    let f = file("listen = \"127.0.0.1:1\"\nbogus = 1\n");
+    let err = Config::load(&args(&["--config", f.path().to_str().unwrap()]), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bogus") && err.contains("config file"),
+        "{err}"
+    );
+
+    let f = file("[fetch]\nconections = 3\n");
+    let err = Config::load(&args(&["--config", f.path().to_str().unwrap()]), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("conections"), "{err}");
+
+    let f = file("listen = [\n");
+    let err = Config::load(&args(&["--config", f.path().to_str().unwrap()]), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("config file"), "{err}");
+
+    let err = Config::load(&args(&[]), env(&[("SHOAL_LISTN", "x")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("SHOAL_LISTN") && err.contains("listn"),
+        "{err}"
+    );
+
+    let err = Config::load(&args(&[]), env(&[("SHOAL_FETCH__CONNECTIONS", "many")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SHOAL_FETCH__CONNECTIONS"), "{err}");
+
+    let err = Config::load(&args(&["--listen", "nowhere"]), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--listen"), "{err}");
+
+    let err = Config::load(&args(&["--max-cache-size", "lots"]), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--max-cache-size"), "{err}");
+
+    let err = Config::load(&args(&["--upstream", "ftp://x"]), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("upstream"), "{err}");
+
+    let err = Config::load(&args(&[]), env(&[("SHOAL_FETCH__STALL_TIMEOUT", "45s")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fetch.stall_timeout"), "{err}");
+
+    let err = Config::load(&args(&["--config", "/no/such/file.toml"]), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/no/such/file.toml"), "{err}");
+}
+
+#[test]
+fn renders_back_to_toml() {
+    let c = Config::load(&args(&[]), env(&[])).unwrap();
+    let text = c.to_toml();
+    let again: Config = toml::from_str(&text).unwrap();
+    assert_eq!(again, c);
+}

@@ -1,0 +1,41 @@
+//! `/_shoal/v1/` admin endpoints: health and stats.
+
+use http::header::CONTENT_TYPE;
+use http::Response;
+
+use super::{empty, full, Body, State};
+
+pub fn health() -> Response<Body> {
+    json(&serde_json::json!({ "status": "ok" }))
+}
+
+pub fn stats(state: &State) -> Response<Body> {
+    let counters = state.mirror.stats().counters();
+    let (blobs, cache_bytes) = state.mirror.store().totals();
+    let mut v = serde_json::to_value(&counters).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("blobs".into(), blobs.into());
+        obj.insert("cache_bytes".into(), cache_bytes.into());
+        obj.insert(
+            "fills_running".into(),
+            (state.mirror.filling() as u64).into(),
+        );
+        // What clients got that did not cross the internet.
+        let saved = counters
+            .served_bytes
+            .saturating_sub(counters.upstream_bytes);
+        obj.insert("saved_bytes".into(), saved.into());
+        obj.insert(
+            "uptime_secs".into(),
+            state.started.elapsed().as_secs().into(),
+        );
+    }
+    json(&v)
+}
+
+fn json(v: &serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .header(CONTENT_TYPE, "application/json")
+        .body(full(v.to_string()))
+        .unwrap_or_else(|_| Response::new(empty()))
+}

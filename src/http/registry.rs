@@ -1,0 +1,158 @@
+//! `/v2/` handlers: manifests and blobs, GET and HEAD, Range.
+//!
+//! Blob GETs serve two kinds of client from the same URL (DESIGN §1):
+//! - ollama (`User-Agent: ollama/...`, no Range) wants a *direct URL* first: it is answered
+//!   `200` + `Location` (this same URL) with an empty body, then it sends ranged GETs
+//!   there with Go's default User-Agent;
+//! - everyone else (oras, skopeo, containerd, curl) gets the body on a plain GET.
+
+use futures_util::TryStreamExt;
+use http::header::{
+    ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LOCATION, RANGE,
+    USER_AGENT,
+};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::StreamBody;
+use hyper::body::{Frame, Incoming};
+
+use super::error::HttpError;
+use super::{empty, full, Body, BodyError, State};
+use crate::mirror::ManifestOutcome;
+use crate::oci::{Digest, RangeError, RangeSpec, Reference, RepoName};
+use crate::upstream::ClientMeta;
+
+const DIGEST_HEADER: &str = "docker-content-digest";
+
+fn client_meta(req: &Request<Incoming>) -> ClientMeta {
+    ClientMeta {
+        user_agent: req.headers().get(USER_AGENT).cloned(),
+        accept: req.headers().get_all(ACCEPT).iter().cloned().collect(),
+    }
+}
+
+fn is_ollama(meta: &ClientMeta) -> bool {
+    meta.user_agent
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("ollama/"))
+}
+
+/// Every header value set here comes from validated input; this keeps that unpanicky.
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+pub fn base() -> Response<Body> {
+    Response::builder()
+        .header(CONTENT_TYPE, "application/json")
+        .header("docker-distribution-api-version", "registry/2.0")
+        .body(full("{}"))
+        .unwrap_or_else(|_| Response::new(empty()))
+}
+
+pub async fn manifest(
+    state: &State,
+    req: &Request<Incoming>,
+    name: &RepoName,
+    reference: &Reference,
+) -> Result<Response<Body>, HttpError> {
+    let head = req.method() == http::Method::HEAD;
+    let outcome = state
+        .mirror
+        .manifest(name, reference, &client_meta(req))
+        .await?;
+    let resp = match outcome {
+        ManifestOutcome::Found(m) => {
+            let builder = Response::builder()
+                .header(CONTENT_TYPE, hv(&m.media_type))
+                .header(CONTENT_LENGTH, m.body.len())
+                .header(DIGEST_HEADER, hv(&m.digest.to_string()))
+                .header(ETAG, hv(&format!("\"{}\"", m.digest)));
+            builder.body(if head { empty() } else { full(m.body) })
+        }
+        ManifestOutcome::Refused {
+            status,
+            content_type,
+            body,
+        } => {
+            // ollama answers a 401 with a signed-token flow; never send one.
+            let status = match StatusCode::from_u16(status) {
+                Ok(StatusCode::UNAUTHORIZED) | Err(_) => StatusCode::FORBIDDEN,
+                Ok(s) => s,
+            };
+            tracing::debug!(%status, "upstream refused the manifest; passing it through");
+            let mut builder = Response::builder()
+                .status(status)
+                .header(CONTENT_LENGTH, body.len());
+            if let Some(ct) = content_type {
+                builder = builder.header(CONTENT_TYPE, hv(&ct));
+            }
+            builder.body(if head { empty() } else { full(body) })
+        }
+    };
+    Ok(resp.unwrap_or_else(|_| Response::new(empty())))
+}
+
+pub async fn blob(
+    state: &State,
+    req: &Request<Incoming>,
+    name: &RepoName,
+    digest: &Digest,
+) -> Result<Response<Body>, HttpError> {
+    let meta = client_meta(req);
+    let range = match req.headers().get(RANGE) {
+        None => None,
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| RangeError::Malformed(String::from_utf8_lossy(v.as_bytes()).into()))?;
+            RangeSpec::parse(s)?
+        }
+    };
+    let head = req.method() == http::Method::HEAD;
+    if head || (req.headers().get(RANGE).is_none() && is_ollama(&meta)) {
+        // HEAD: the exact size (ollama takes Content-Length as the blob size).
+        // ollama's direct-URL step: 200 + Location to this same URL, body never read.
+        let size = state.mirror.blob_size(name, digest, &meta).await?;
+        let mut builder = Response::builder()
+            .header(DIGEST_HEADER, hv(&digest.to_string()))
+            .header(ACCEPT_RANGES, "bytes")
+            .header(CONTENT_TYPE, "application/octet-stream");
+        builder = if head {
+            builder.header(CONTENT_LENGTH, size)
+        } else {
+            builder
+                .header(LOCATION, hv(req.uri().path()))
+                .header(CONTENT_LENGTH, 0)
+        };
+        return Ok(builder
+            .body(empty())
+            .unwrap_or_else(|_| Response::new(empty())));
+    }
+
+    let read = state.mirror.open_blob(name, digest, range, &meta).await?;
+    let mut builder = Response::builder()
+        .header(DIGEST_HEADER, hv(&read.digest.to_string()))
+        .header(ACCEPT_RANGES, "bytes")
+        .header(CONTENT_TYPE, "application/octet-stream");
+    builder = match read.range {
+        Some(r) => builder
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(CONTENT_RANGE, r.content_range(read.size))
+            .header(CONTENT_LENGTH, r.len()),
+        None => builder.header(CONTENT_LENGTH, read.size),
+    };
+    let digest = read.digest;
+    // An error mid-body aborts the connection (the client sees a short body, never a
+    // complete wrong one); it is logged here, once.
+    let body = read
+        .body
+        .inspect_err(move |e| {
+            tracing::error!(%digest, error = %crate::telemetry::chain(e), "blob body aborted");
+        })
+        .map_ok(Frame::data)
+        .map_err(|e| Box::new(e) as BodyError);
+    Ok(builder
+        .body(http_body_util::BodyExt::boxed_unsync(StreamBody::new(body)))
+        .unwrap_or_else(|_| Response::new(empty())))
+}

@@ -1,0 +1,24 @@
+//! shoal: a pull-through cache for the Ollama registry and OCI registries.
+//!
+//! Layout (dependencies point down; only `app` uses everything):
+//! - `app`: composition root, shutdown.
+//! - `http`: hyper/tower server, routing, handlers; `http::error` maps errors to answers.
+//! - `mirror`: the blob path (store → running fill → upstream), single-flight fills,
+//!   demand-first scheduling, digest verification; manifests with TTL and stale-if-error.
+//! - `upstream`: registry client (rustls, redirects, tokens, ranges).
+//! - `store`: blob files + SQLite index (`migrations/`).
+//! - `cache`: moka caches of hot metadata.
+//! - `oci`: pure types (digests, names, ranges, routes, error codes).
+//! - `config`, `stats`, `telemetry`, `task`: leaves.
+
+pub mod app;
+pub mod cache;
+pub mod config;
+pub mod http;
+pub mod mirror;
+pub mod oci;
+pub mod stats;
+pub mod store;
+pub mod task;
+pub mod telemetry;
+pub mod upstream;

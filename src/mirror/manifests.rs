@@ -1,0 +1,291 @@
+//! Manifests: bytes exactly as upstream sent them (ollama hashes them into the model ID).
+//! By digest they are immutable and verified on the way in. By tag they are served for
+//! `tag_ttl`, then revalidated upstream with the client's User-Agent and Accept; when
+//! upstream is unreachable the last copy is served (stale-if-error). Upstream 4xx answers
+//! (404, 412 "requires a newer version") pass through untouched and are not cached.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Error, Mirror, Result};
+use crate::oci::{Digest, Reference, RepoName};
+use crate::stats::Stats;
+use crate::store::{now_ms, StoredManifest, TagKey, TagRow};
+use crate::upstream::{ClientMeta, ManifestAnswer};
+
+#[derive(Debug, Clone)]
+pub struct ManifestReply {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+pub enum ManifestOutcome {
+    Found(ManifestReply),
+    /// Upstream's own 4xx answer, to pass through.
+    Refused {
+        status: u16,
+        content_type: Option<String>,
+        body: Bytes,
+    },
+}
+
+impl From<&StoredManifest> for ManifestReply {
+    fn from(m: &StoredManifest) -> Self {
+        ManifestReply {
+            digest: m.digest,
+            media_type: m.media_type.clone(),
+            body: m.body.clone(),
+        }
+    }
+}
+
+/// The type to serve a manifest as. registry.ollama.ai says `text/plain`; OCI clients need
+/// the real type, which the manifest names itself. (ollama ignores the header.)
+fn media_type(upstream: Option<&str>, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Sniff {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    let declared = upstream
+        .and_then(|c| c.split(';').next())
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !matches!(*c, "text/plain" | "application/octet-stream"));
+    if let Some(c) = declared {
+        return c.to_owned();
+    }
+    serde_json::from_slice::<Sniff>(body)
+        .ok()
+        .and_then(|s| s.media_type)
+        .filter(|t| !t.is_empty() && t.len() < 256 && http::HeaderValue::from_str(t).is_ok())
+        .unwrap_or_else(|| "application/json".to_owned())
+}
+
+impl Mirror {
+    pub async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        meta: &ClientMeta,
+    ) -> Result<ManifestOutcome> {
+        match reference {
+            Reference::Digest(d) => self.manifest_by_digest(repo, d, meta).await,
+            Reference::Tag(t) => self.manifest_by_tag(repo, t, meta).await,
+        }
+    }
+
+    async fn stored_manifest(&self, d: &Digest) -> Result<Option<Arc<StoredManifest>>> {
+        if let Some(m) = self.inner.cache.manifest(d).await {
+            return Ok(Some(m));
+        }
+        let found = self
+            .inner
+            .store
+            .manifest(*d)
+            .await
+            .map_err(|source| Error::Store {
+                what: format!("manifest {d}"),
+                source: Box::new(source),
+            })?;
+        let Some(m) = found else { return Ok(None) };
+        let m = Arc::new(m);
+        self.inner.cache.put_manifest(m.clone()).await;
+        Ok(Some(m))
+    }
+
+    async fn save(&self, m: StoredManifest, tag: Option<(TagKey, TagRow)>) {
+        let m = Arc::new(m);
+        self.inner.cache.put_manifest(m.clone()).await;
+        if let Some((k, row)) = &tag {
+            self.inner.cache.put_tag(k.clone(), row.clone()).await;
+        }
+        let now = tag.as_ref().map_or_else(now_ms, |(_, r)| r.fetched_ms);
+        if let Err(e) = self
+            .inner
+            .store
+            .put_manifest((*m).clone(), tag.map(|(k, _)| k), now)
+            .await
+        {
+            // Still served from memory; it just won't survive a restart.
+            tracing::error!(digest = %m.digest, error = %crate::telemetry::chain(&e), "cannot store manifest");
+        }
+    }
+
+    async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        meta: &ClientMeta,
+    ) -> Result<ManifestOutcome> {
+        if let Some(m) = self.stored_manifest(d).await? {
+            Stats::add(&self.inner.stats.manifest_hits, 1);
+            return Ok(ManifestOutcome::Found((&*m).into()));
+        }
+        Stats::add(&self.inner.stats.manifest_misses, 1);
+        let answer = self
+            .inner
+            .upstream
+            .manifest(repo, &Reference::Digest(*d), meta)
+            .await
+            .map_err(|source| Error::ManifestUpstream {
+                repo: repo.clone(),
+                reference: d.to_string(),
+                source: Box::new(source),
+            })?;
+        match answer {
+            ManifestAnswer::Found { body, content_type } => {
+                let got = Digest::of(&body);
+                if got != *d {
+                    return Err(Error::ManifestMismatch { want: *d, got });
+                }
+                let m = StoredManifest {
+                    digest: got,
+                    media_type: media_type(content_type.as_deref(), &body),
+                    body,
+                };
+                let reply = (&m).into();
+                self.save(m, None).await;
+                Ok(ManifestOutcome::Found(reply))
+            }
+            refused => Ok(refused_outcome(refused)),
+        }
+    }
+
+    async fn manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &str,
+        meta: &ClientMeta,
+    ) -> Result<ManifestOutcome> {
+        let key = TagKey {
+            registry: self.inner.upstream.registry().to_owned(),
+            repo: repo.to_string(),
+            tag: tag.to_owned(),
+            accept: meta.accept_key(),
+        };
+        let ttl_ms = self.inner.cfg.tag_ttl.as_millis() as i64;
+
+        // One revalidation per tag at a time: a classroom pulling at once costs one request.
+        let _flight = self.tag_lock(&key).await;
+        let cached = match self.inner.cache.tag(&key).await {
+            Some(row) => Some(row),
+            None => {
+                let row =
+                    self.inner
+                        .store
+                        .tag(key.clone())
+                        .await
+                        .map_err(|source| Error::Store {
+                            what: format!("tag {repo}:{tag}"),
+                            source: Box::new(source),
+                        })?;
+                if let Some(r) = &row {
+                    self.inner.cache.put_tag(key.clone(), r.clone()).await;
+                }
+                row
+            }
+        };
+        let cached_manifest = match &cached {
+            Some(row) => self.stored_manifest(&row.digest).await?,
+            None => None,
+        };
+        if let (Some(row), Some(m)) = (&cached, &cached_manifest) {
+            if now_ms() - row.fetched_ms < ttl_ms {
+                Stats::add(&self.inner.stats.manifest_hits, 1);
+                return Ok(ManifestOutcome::Found((&**m).into()));
+            }
+        }
+
+        let reference = Reference::Tag(tag.to_owned());
+        match self.inner.upstream.manifest(repo, &reference, meta).await {
+            Ok(ManifestAnswer::Found { body, content_type }) => {
+                Stats::add(&self.inner.stats.manifest_misses, 1);
+                let m = StoredManifest {
+                    digest: Digest::of(&body),
+                    media_type: media_type(content_type.as_deref(), &body),
+                    body,
+                };
+                let reply = (&m).into();
+                let row = TagRow {
+                    digest: m.digest,
+                    fetched_ms: now_ms(),
+                };
+                self.save(m, Some((key, row))).await;
+                Ok(ManifestOutcome::Found(reply))
+            }
+            Ok(refused) => Ok(refused_outcome(refused)),
+            Err(source) => match cached_manifest {
+                Some(m) => {
+                    tracing::warn!(%repo, tag, error = %crate::telemetry::chain(&source),
+                        "upstream unavailable; serving the cached manifest");
+                    Stats::add(&self.inner.stats.manifest_stale, 1);
+                    Ok(ManifestOutcome::Found((&*m).into()))
+                }
+                None => Err(Error::ManifestUpstream {
+                    repo: repo.clone(),
+                    reference: tag.to_owned(),
+                    source: Box::new(source),
+                }),
+            },
+        }
+    }
+
+    async fn tag_lock(&self, key: &TagKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .inner
+                .tag_locks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(key.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+fn refused_outcome(answer: ManifestAnswer) -> ManifestOutcome {
+    match answer {
+        ManifestAnswer::Refused {
+            status,
+            content_type,
+            body,
+        } => ManifestOutcome::Refused {
+            status: status.as_u16(),
+            content_type: content_type.and_then(|v| v.to_str().ok().map(str::to_owned)),
+            body,
+        },
+        ManifestAnswer::Found { .. } => ManifestOutcome::Refused {
+            status: 502,
+            content_type: None,
+            body: Bytes::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::media_type;
+
+    #[test]
+    fn media_types() {
+        let ollama = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
+        assert_eq!(
+            media_type(Some("text/plain; charset=utf-8"), ollama),
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        assert_eq!(
+            media_type(Some("application/vnd.oci.image.manifest.v1+json"), ollama),
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        assert_eq!(media_type(None, b"{}"), "application/json");
+        assert_eq!(media_type(None, b"not json"), "application/json");
+        assert_eq!(
+            media_type(None, br#"{"mediaType":"bad\nvalue"}"#),
+            "application/json"
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! Which bytes each upstream worker of a fill fetches next. Pure bookkeeping, no I/O, so
+//! the policy is tested on its own:
+//!
+//! 1. **Demand first.** Readers waiting at an offset register a demand. A demand that no
+//!    worker will reach within `lookahead` bytes gets a worker of its own, starting at the
+//!    demanded byte: an unassigned region is taken from there, or a far-away span is split
+//!    there. When every worker is busy, one doing background work is preempted. So the 16
+//!    parts of an ollama pull, spread over the whole blob, each fill at source speed.
+//! 2. **Then the gaps**, lowest offset first, which helps the prefix hasher and readers
+//!    that go front to back.
+//! 3. **Then steal**: an idle worker takes the back half of the span with the most left,
+//!    so the tail of a slow span is never fetched by one connection alone.
+//!
+//! A span is `[pos, end)`: the bytes its worker has yet to land. Before writing, a worker
+//! claims the bytes it holds (`pos..claim`); splits, steals and preemption only ever cut at
+//! or after `claim`. So every byte is written once, by one worker, and the bytes the
+//! hasher reads are the bytes that stay in the file, whatever an upstream sends twice.
+
+use std::collections::BTreeMap;
+
+use super::ranges::RangeSet;
+
+/// Split points are aligned to this, which keeps writes page-aligned.
+const ALIGN: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Bytes before this have landed.
+    pub pos: u64,
+    /// Bytes before this are claimed for a write in progress (`pos <= claim <= end`).
+    pub claim: u64,
+    pub end: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Fetch `[start, end)`; `end` may later shrink (see `Sched::landed`).
+    Fetch { start: u64, end: u64 },
+    /// Nothing to do now; wait for a scheduling change.
+    Wait,
+    /// Every byte has landed.
+    Done,
+}
+
+#[derive(Debug)]
+pub struct Sched {
+    size: u64,
+    min_span: u64,
+    lookahead: u64,
+    /// The location ignores `Range`: one worker streams the whole blob.
+    single_stream: bool,
+    landed: RangeSet,
+    spans: Vec<Option<Span>>,
+    demands: BTreeMap<u64, usize>,
+}
+
+impl Sched {
+    pub fn new(
+        size: u64,
+        workers: usize,
+        min_span: u64,
+        lookahead: u64,
+        single_stream: bool,
+    ) -> Sched {
+        Sched {
+            size,
+            min_span: min_span.max(ALIGN),
+            // A demand inside a claimed write is always "served soon", so never split there.
+            lookahead: lookahead.max(crate::mirror::fill::FLUSH as u64),
+            single_stream,
+            landed: RangeSet::new(),
+            spans: vec![None; workers.max(1)],
+            demands: BTreeMap::new(),
+        }
+    }
+
+    pub fn landed(&self) -> &RangeSet {
+        &self.landed
+    }
+
+    pub fn complete(&self) -> bool {
+        self.landed.covers(self.size)
+    }
+
+    pub fn span(&self, w: usize) -> Option<Span> {
+        self.spans.get(w).copied().flatten()
+    }
+
+    /// The next job for worker `w`, whose previous span (if any) is given up.
+    pub fn next_job(&mut self, w: usize) -> Job {
+        self.spans[w] = None;
+        if self.complete() {
+            return Job::Done;
+        }
+        let job = if self.single_stream {
+            (w == 0).then_some((0, self.size))
+        } else {
+            self.demand_job()
+                .or_else(|| self.gap_job())
+                .or_else(|| self.steal_job())
+        };
+        match job {
+            Some((start, end)) => {
+                self.spans[w] = Some(Span {
+                    pos: start,
+                    claim: start,
+                    end,
+                });
+                Job::Fetch { start, end }
+            }
+            None if self.single_stream && w != 0 => Job::Done,
+            None => Job::Wait,
+        }
+    }
+
+    /// Worker `w` is about to write `len` bytes at `at` (the next bytes of its span).
+    /// Returns how many of them it may write: none beyond where its span now ends.
+    pub fn claim(&mut self, w: usize, at: u64, len: u64) -> u64 {
+        match &mut self.spans[w] {
+            Some(span) if span.claim == at && at < span.end => {
+                let n = len.min(span.end - at);
+                span.claim = at + n;
+                n
+            }
+            _ => 0,
+        }
+    }
+
+    /// Records that worker `w` wrote the bytes it claimed up to `end`. Returns whether it
+    /// should keep reading its response (false once its span is used up or taken away).
+    pub fn land(&mut self, w: usize, end: u64) -> bool {
+        match &mut self.spans[w] {
+            Some(span) => {
+                let end = end.min(span.claim);
+                self.landed.insert(span.pos, end);
+                span.pos = span.pos.max(end);
+                span.pos < span.end
+            }
+            None => false,
+        }
+    }
+
+    /// Worker `w` gives up its span (error or stall); the rest is unassigned again.
+    pub fn release(&mut self, w: usize) {
+        self.spans[w] = None;
+    }
+
+    /// A reader waits at `pos`. Returns true when workers should look at the schedule again
+    /// (an idle one can serve it, or a background one was preempted for it).
+    pub fn add_demand(&mut self, pos: u64) -> bool {
+        *self.demands.entry(pos).or_default() += 1;
+        if self.single_stream || pos >= self.size || self.served_soon(pos) {
+            return false;
+        }
+        if self.spans.iter().any(Option::is_none) {
+            return true;
+        }
+        // Everyone is busy: stop a worker that no reader is waiting on, preferably the one
+        // whose span holds `pos` (it would have got there last).
+        let holder = self.holder(pos).filter(|&i| !self.serves_demand(i));
+        let victim = holder.or_else(|| {
+            (0..self.spans.len())
+                .filter(|&i| !self.serves_demand(i))
+                .filter_map(|i| self.spans[i].map(|s| (s.end - s.claim, i)))
+                .filter(|(left, _)| *left > 0)
+                .max()
+                .map(|(_, i)| i)
+        });
+        match victim.and_then(|i| self.spans[i].as_mut()) {
+            Some(span) => {
+                span.end = span.claim;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn remove_demand(&mut self, pos: u64) {
+        if let Some(n) = self.demands.get_mut(&pos) {
+            *n -= 1;
+            if *n == 0 {
+                self.demands.remove(&pos);
+            }
+        }
+    }
+
+    /// Index of the worker whose span holds `pos`.
+    fn holder(&self, pos: u64) -> Option<usize> {
+        self.spans
+            .iter()
+            .position(|s| s.is_some_and(|s| s.pos <= pos && pos < s.end))
+    }
+
+    /// Some worker will write `pos` within `lookahead` bytes of where it is.
+    fn served_soon(&self, pos: u64) -> bool {
+        self.landed.contains(pos)
+            || self
+                .holder(pos)
+                .and_then(|i| self.spans[i])
+                .is_some_and(|s| pos - s.pos <= self.lookahead)
+    }
+
+    /// A reader waits just ahead of worker `i`.
+    fn serves_demand(&self, i: usize) -> bool {
+        let Some(s) = self.spans[i] else { return false };
+        let near = s.pos..s.end.min(s.pos.saturating_add(self.lookahead) + 1);
+        self.demands.range(near).next().is_some()
+    }
+
+    /// The end of the unassigned region that starts at the unassigned offset `pos`.
+    fn gap_end(&self, pos: u64) -> u64 {
+        let next_span = self
+            .spans
+            .iter()
+            .flatten()
+            .filter(|s| s.pos > pos && s.end > s.pos)
+            .map(|s| s.pos)
+            .min();
+        [self.landed.next_start(pos), next_span, Some(self.size)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.size)
+    }
+
+    fn demand_job(&mut self) -> Option<(u64, u64)> {
+        let pending: Vec<u64> = self
+            .demands
+            .keys()
+            .copied()
+            .filter(|&d| d < self.size && !self.served_soon(d))
+            .collect();
+        let &d = pending.first()?;
+        match self.holder(d) {
+            Some(i) => {
+                let span = self.spans[i].as_mut()?;
+                if d < span.claim {
+                    return None;
+                }
+                let end = span.end;
+                span.end = d;
+                Some((d, end))
+            }
+            None => Some((d, self.gap_end(d))),
+        }
+    }
+
+    fn gap_job(&self) -> Option<(u64, u64)> {
+        let mut p = 0;
+        while p < self.size {
+            if let Some(e) = self.landed.run_end(p) {
+                p = e;
+            } else if let Some(i) = self.holder(p) {
+                p = self.spans[i].map_or(p + 1, |s| s.end);
+            } else {
+                return Some((p, self.gap_end(p)));
+            }
+        }
+        None
+    }
+
+    fn steal_job(&mut self) -> Option<(u64, u64)> {
+        let (left, i) = self
+            .spans
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.map(|s| (s.end - s.claim, i)))
+            .max()?;
+        if left < 2 * self.min_span {
+            return None;
+        }
+        let span = self.spans[i].as_mut()?;
+        let mid = (span.claim + left / 2) / ALIGN * ALIGN;
+        if mid <= span.claim {
+            return None;
+        }
+        let end = span.end;
+        span.end = mid;
+        Some((mid, end))
+    }
+}
+
+#[cfg(test)]
+mod tests;

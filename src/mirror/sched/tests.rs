@@ -1,0 +1,212 @@
+use super::*;
+
+const MIB: u64 = 1 << 20;
+
+/// Claims and lands `[at, at + len)` for worker `w`, as a worker's flush does.
+fn write(s: &mut Sched, w: usize, at: u64, len: u64) -> bool {
+    let n = s.claim(w, at, len);
+    s.land(w, at + n)
+}
+
+fn fetch(job: Job) -> (u64, u64) {
+    match job {
+        Job::Fetch { start, end } => (start, end),
+        other => panic!("expected a fetch, got {other:?}"),
+    }
+}
+
+#[test]
+fn ollama_parts_each_get_a_worker() {
+    // A 1 GB blob pulled as ollama does: 10 parts of 100 MB, all asked at once.
+    let size = 1_000_000_000;
+    let part = 100_000_000;
+    let mut s = Sched::new(size, 16, 4 * MIB, MIB, false);
+    for k in 0..10 {
+        s.add_demand(k * part);
+    }
+    let mut starts: Vec<u64> = (0..10).map(|w| fetch(s.next_job(w)).0).collect();
+    starts.sort();
+    assert_eq!(starts, (0..10).map(|k| k * part).collect::<Vec<_>>());
+    // Each part's worker ends at the next part.
+    for w in 0..10 {
+        let span = s.span(w).unwrap();
+        assert_eq!(span.end - span.pos, part, "worker {w}: {span:?}");
+    }
+    // The rest steal back halves.
+    for w in 10..16 {
+        let (a, b) = fetch(s.next_job(w));
+        assert!(
+            b - a >= part / 2 && b - a < part / 2 + 65536,
+            "w{w}: {a}..{b}"
+        );
+    }
+}
+
+#[test]
+fn single_demand_spreads_by_stealing() {
+    let size = 64 * MIB;
+    let mut s = Sched::new(size, 4, 4 * MIB, MIB, false);
+    s.add_demand(0);
+    assert_eq!(fetch(s.next_job(0)), (0, size));
+    assert_eq!(fetch(s.next_job(1)), (32 * MIB, size));
+    assert_eq!(s.span(0).unwrap().end, 32 * MIB);
+    let (a, _) = fetch(s.next_job(2));
+    assert!(a == 16 * MIB || a == 48 * MIB);
+    fetch(s.next_job(3));
+}
+
+#[test]
+fn no_steal_below_min_span() {
+    let mut s = Sched::new(6 * MIB, 4, 4 * MIB, MIB, false);
+    assert_eq!(fetch(s.next_job(0)), (0, 6 * MIB));
+    assert_eq!(s.next_job(1), Job::Wait);
+}
+
+#[test]
+fn far_demand_splits_a_span() {
+    let size = 100 * MIB;
+    let mut s = Sched::new(size, 2, 4 * MIB, MIB, false);
+    assert_eq!(fetch(s.next_job(0)), (0, size));
+    // Worker 1 is idle, so the demand only needs a wake-up.
+    assert!(s.add_demand(70 * MIB));
+    assert_eq!(fetch(s.next_job(1)), (70 * MIB, size));
+    assert_eq!(s.span(0).unwrap().end, 70 * MIB);
+    // A demand just ahead of a worker is left to it.
+    assert!(!s.add_demand(70 * MIB + 1000));
+}
+
+#[test]
+fn busy_workers_are_preempted_for_a_demand() {
+    let size = 100 * MIB;
+    let mut s = Sched::new(size, 2, 4 * MIB, MIB, false);
+    fetch(s.next_job(0)); // [0, 100)
+    fetch(s.next_job(1)); // [50, 100)
+                          // A reader waits at 10 MiB: worker 0 holds it but is 10 MiB away, and no reader waits
+                          // on it, so it is stopped and will come back for the demand.
+    assert!(s.add_demand(10 * MIB));
+    let span0 = s.span(0).unwrap();
+    assert_eq!(span0.pos, span0.end, "worker 0 preempted");
+    assert!(
+        !write(&mut s, 0, 0, 64 * 1024),
+        "it stops at its next write"
+    );
+    assert_eq!(fetch(s.next_job(0)), (10 * MIB, 50 * MIB));
+}
+
+#[test]
+fn workers_serving_readers_are_not_preempted() {
+    let size = 100 * MIB;
+    let mut s = Sched::new(size, 1, 4 * MIB, MIB, false);
+    s.add_demand(0);
+    fetch(s.next_job(0));
+    assert!(!s.add_demand(90 * MIB), "the only worker serves a reader");
+    assert_eq!(s.span(0).unwrap().end, size);
+}
+
+#[test]
+fn release_returns_bytes_to_the_pool() {
+    let size = 8 * MIB;
+    let mut s = Sched::new(size, 1, 4 * MIB, MIB, false);
+    assert_eq!(fetch(s.next_job(0)), (0, size));
+    assert!(write(&mut s, 0, 0, MIB));
+    s.release(0);
+    assert_eq!(fetch(s.next_job(0)), (MIB, size));
+}
+
+#[test]
+fn single_stream_uses_one_worker() {
+    let mut s = Sched::new(10, 3, 4 * MIB, MIB, true);
+    assert_eq!(s.next_job(1), Job::Done);
+    assert_eq!(fetch(s.next_job(0)), (0, 10));
+    assert!(!s.add_demand(5));
+    assert!(!write(&mut s, 0, 0, 10));
+    assert!(s.complete());
+    assert_eq!(s.next_job(0), Job::Done);
+}
+
+#[test]
+fn empty_blob_is_done_at_once() {
+    let mut s = Sched::new(0, 2, 4 * MIB, MIB, false);
+    assert!(s.complete());
+    assert_eq!(s.next_job(0), Job::Done);
+}
+
+/// Random workers, random demands, random failures: every byte lands exactly where it
+/// should, spans never overlap, and the fill always finishes.
+#[test]
+fn simulation_always_completes() {
+    for seed in 0..300 {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let size = rng.u64(1..40 * MIB);
+        let workers = rng.usize(1..8);
+        let mut s = Sched::new(
+            size,
+            workers,
+            64 * 1024 * rng.u64(1..8),
+            rng.u64(0..MIB),
+            false,
+        );
+        let mut jobs: Vec<Option<(u64, u64)>> = vec![None; workers];
+        let mut steps = 0;
+        while !s.complete() {
+            steps += 1;
+            assert!(steps < 100_000, "seed {seed}: no progress");
+            if rng.u8(0..10) == 0 {
+                let d = rng.u64(0..size);
+                s.add_demand(d);
+                if rng.bool() {
+                    s.remove_demand(d);
+                }
+            }
+            let w = rng.usize(0..workers);
+            match jobs[w] {
+                None => match s.next_job(w) {
+                    Job::Fetch { start, end } => {
+                        assert!(start < end && end <= size, "seed {seed}: {start}..{end}");
+                        jobs[w] = Some((start, end));
+                    }
+                    Job::Wait | Job::Done => {}
+                },
+                Some((pos, end)) => {
+                    if rng.u8(0..20) == 0 {
+                        s.release(w);
+                        jobs[w] = None;
+                        continue;
+                    }
+                    let n = s.claim(w, pos, rng.u64(1..=MIB).min(end - pos));
+                    // Another worker may act between the claim and the landing.
+                    if rng.bool() {
+                        let other = rng.usize(0..workers);
+                        if jobs[other].is_none() {
+                            if let Job::Fetch { start, end } = s.next_job(other) {
+                                jobs[other] = Some((start, end));
+                            }
+                        }
+                    }
+                    let more = s.land(w, pos + n);
+                    jobs[w] = (more && n > 0).then_some((pos + n, end));
+                }
+            }
+            // Invariant: live spans never overlap, and none holds landed bytes.
+            let mut live: Vec<Span> = (0..workers)
+                .filter_map(|i| s.span(i))
+                .filter(|sp| sp.pos < sp.end)
+                .collect();
+            live.sort_by_key(|sp| sp.pos);
+            for pair in live.windows(2) {
+                assert!(pair[0].end <= pair[1].pos, "seed {seed}: overlap {pair:?}");
+            }
+            for sp in &live {
+                assert!(
+                    sp.pos <= sp.claim && sp.claim <= sp.end,
+                    "seed {seed}: {sp:?}"
+                );
+                assert!(
+                    s.landed().next_start(sp.pos).is_none_or(|n| n >= sp.end),
+                    "seed {seed}: span {sp:?} holds landed bytes"
+                );
+            }
+        }
+        assert_eq!(s.landed().total(), size);
+    }
+}

@@ -1,0 +1,544 @@
+//! The store: content-addressed blob files plus the SQLite index of blobs, manifests, tags
+//! and counters. Blocking work (SQLite, fsync, rename) runs on the blocking pool.
+//!
+//! Layout under the data dir:
+//! - `index.sqlite`: the index (schema in `migrations/`, applied at open);
+//! - `blobs/sha256/<xx>/<hex>`: complete blobs, each verified before it was renamed here;
+//! - `tmp/<hex>.partial`: fills in progress; discarded at start-up;
+//! - `lock`: held while a process uses the dir.
+//!
+//! The set of complete blobs is mirrored in memory, with a reader count per blob, so that
+//! lookups on the hot path are synchronous and eviction can never remove a blob between a
+//! reader finding it and opening it.
+//!
+//! Must not: know about HTTP, upstreams or fills.
+
+mod index;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rusqlite::Connection;
+
+use crate::oci::Digest;
+use crate::stats::Counters;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open index {path}")]
+    OpenIndex {
+        path: PathBuf,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
+    #[error("data dir {path} is in use by another shoal process")]
+    Locked { path: PathBuf },
+    #[error("index query failed")]
+    Index(#[from] rusqlite::Error),
+    #[error("cannot {op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("blocking store task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Error {
+    fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+        move |source| Error::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// True when the cause is a full disk (or quota), which callers answer with 507.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if is_disk_full(source))
+    }
+}
+
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A row of the `blobs` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRow {
+    pub digest: Digest,
+    pub size: u64,
+    pub last_access_ms: i64,
+    pub hits: u64,
+}
+
+/// A manifest exactly as upstream sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+/// Identifies a tag lookup: the same tag may differ per upstream and per `Accept`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TagKey {
+    pub registry: String,
+    pub repo: String,
+    pub tag: String,
+    pub accept: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRow {
+    pub digest: Digest,
+    pub fetched_ms: i64,
+}
+
+#[derive(Debug)]
+struct BlobMeta {
+    size: u64,
+    last_access_ms: i64,
+    hits: u64,
+    readers: usize,
+    dirty: bool,
+}
+
+#[derive(Default)]
+struct Blobs {
+    map: HashMap<Digest, BlobMeta>,
+    total: u64,
+}
+
+struct Inner {
+    root: PathBuf,
+    db: Mutex<Connection>,
+    blobs: Mutex<Blobs>,
+    _lock: File,
+}
+
+/// Cheap to clone; all clones share one index and one in-memory view.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A reader's hold on a complete blob: while it lives the blob is not evicted.
+pub struct BlobLease {
+    inner: Arc<Inner>,
+    digest: Digest,
+    size: u64,
+}
+
+impl BlobLease {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn open(&self) -> io::Result<File> {
+        File::open(blob_path(&self.inner.root, &self.digest))
+    }
+}
+
+impl Drop for BlobLease {
+    fn drop(&mut self) {
+        let mut blobs = lock(&self.inner.blobs);
+        if let Some(m) = blobs.map.get_mut(&self.digest) {
+            m.readers = m.readers.saturating_sub(1);
+        }
+    }
+}
+
+/// Poisoning only means another thread panicked mid-update of plain counters; the data is
+/// still usable, so recover rather than spread the panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn blob_path(root: &Path, d: &Digest) -> PathBuf {
+    let hex = d.hex();
+    root.join("blobs/sha256").join(&hex[..2]).join(hex)
+}
+
+impl Store {
+    /// Opens (creating if needed) the data dir: takes its lock, applies migrations,
+    /// discards partial files and reconciles the index with the blob files.
+    pub async fn open(root: &Path) -> Result<Store> {
+        let root = root.to_owned();
+        tokio::task::spawn_blocking(move || Store::open_blocking(&root)).await?
+    }
+
+    fn open_blocking(root: &Path) -> Result<Store> {
+        for dir in [root.join("blobs/sha256"), root.join("tmp")] {
+            fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+        }
+        let lock_path = root.join("lock");
+        let lock_file = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
+        if lock_file.try_lock().is_err() {
+            return Err(Error::Locked {
+                path: root.to_owned(),
+            });
+        }
+        let db_path = root.join("index.sqlite");
+        let mut conn = index::open(&db_path).map_err(|source| Error::OpenIndex {
+            path: db_path.clone(),
+            source,
+        })?;
+
+        // Partials are discarded: whatever a crash left there was never verified.
+        let tmp = root.join("tmp");
+        for entry in fs::read_dir(&tmp).map_err(Error::io("list", &tmp))? {
+            let path = entry.map_err(Error::io("list", &tmp))?.path();
+            tracing::info!(path = %path.display(), "discarding partial blob left by a previous run");
+            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+        }
+
+        let mut blobs = Blobs::default();
+        let mut stale = Vec::new();
+        for row in index::load_blobs(&conn)? {
+            let path = blob_path(root, &row.digest);
+            match fs::metadata(&path) {
+                Ok(m) if m.len() == row.size => {
+                    blobs.total += row.size;
+                    blobs.map.insert(
+                        row.digest,
+                        BlobMeta {
+                            size: row.size,
+                            last_access_ms: row.last_access_ms,
+                            hits: row.hits,
+                            readers: 0,
+                            dirty: false,
+                        },
+                    );
+                }
+                other => {
+                    tracing::warn!(digest = %row.digest, found = ?other.map(|m| m.len()).ok(),
+                        expected = row.size, "indexed blob file missing or wrong size; dropping it");
+                    let _ = fs::remove_file(&path);
+                    stale.push(row.digest);
+                }
+            }
+        }
+        index::delete_blobs(&mut conn, &stale)?;
+
+        // Files without a row: a crash between rename and insert. Adopt them only if their
+        // bytes still hash to their name.
+        for path in walk_blob_files(root)? {
+            let Some(digest) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
+            else {
+                continue;
+            };
+            if blobs.map.contains_key(&digest) {
+                continue;
+            }
+            match sha256_file(&path) {
+                Ok((got, size)) if got == digest => {
+                    tracing::info!(%digest, size, "adopting verified blob file missing from the index");
+                    let row = BlobRow {
+                        digest,
+                        size,
+                        last_access_ms: now_ms(),
+                        hits: 0,
+                    };
+                    index::insert_blob(&conn, &row)?;
+                    blobs.total += size;
+                    blobs.map.insert(
+                        digest,
+                        BlobMeta {
+                            size,
+                            last_access_ms: row.last_access_ms,
+                            hits: 0,
+                            readers: 0,
+                            dirty: false,
+                        },
+                    );
+                }
+                other => {
+                    tracing::warn!(%digest, result = ?other.map(|(d, _)| d), "removing unindexed blob file that fails verification");
+                    fs::remove_file(&path).map_err(Error::io("remove", &path))?;
+                }
+            }
+        }
+
+        Ok(Store {
+            inner: Arc::new(Inner {
+                root: root.to_owned(),
+                db: Mutex::new(conn),
+                blobs: Mutex::new(blobs),
+                _lock: lock_file,
+            }),
+        })
+    }
+
+    async fn with_db<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&mut lock(&inner.db))).await??)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Size of a complete blob, if held.
+    pub fn blob_size(&self, d: &Digest) -> Option<u64> {
+        lock(&self.inner.blobs).map.get(d).map(|m| m.size)
+    }
+
+    /// Pins a complete blob for reading and records the access (for LRU and hit counts).
+    pub fn acquire(&self, d: &Digest) -> Option<BlobLease> {
+        let mut blobs = lock(&self.inner.blobs);
+        let m = blobs.map.get_mut(d)?;
+        m.readers += 1;
+        m.hits += 1;
+        m.last_access_ms = now_ms();
+        m.dirty = true;
+        Some(BlobLease {
+            inner: self.inner.clone(),
+            digest: *d,
+            size: m.size,
+        })
+    }
+
+    /// (complete blobs, their total bytes)
+    pub fn totals(&self) -> (u64, u64) {
+        let blobs = lock(&self.inner.blobs);
+        (blobs.map.len() as u64, blobs.total)
+    }
+
+    pub fn partial_path(&self, d: &Digest) -> PathBuf {
+        self.inner
+            .root
+            .join("tmp")
+            .join(format!("{}.partial", d.hex()))
+    }
+
+    /// Creates the sparse partial file for a fill (blocking; call off the runtime).
+    pub fn create_partial(&self, d: &Digest, size: u64) -> Result<File> {
+        let path = self.partial_path(d);
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(Error::io("create", &path))?;
+        file.set_len(size).map_err(Error::io("size", &path))?;
+        Ok(file)
+    }
+
+    pub fn discard_partial(&self, d: &Digest) {
+        let path = self.partial_path(d);
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove partial blob");
+            }
+        }
+    }
+
+    /// Makes a verified partial a complete blob: fsync, rename into place, fsync the
+    /// directory, then the index row. Only after all of that is it visible to readers.
+    pub async fn commit(&self, d: Digest, size: u64, file: Arc<File>) -> Result<()> {
+        let inner = self.inner.clone();
+        let from = self.partial_path(&d);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            file.sync_all().map_err(Error::io("fsync", &from))?;
+            let to = blob_path(&inner.root, &d);
+            let dir = to.parent().unwrap_or(&inner.root).to_owned();
+            fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+            fs::rename(&from, &to).map_err(Error::io("rename", &from))?;
+            File::open(&dir)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io("fsync", &dir))?;
+            let row = BlobRow {
+                digest: d,
+                size,
+                last_access_ms: now_ms(),
+                hits: 0,
+            };
+            index::insert_blob(&lock(&inner.db), &row)?;
+            let mut blobs = lock(&inner.blobs);
+            if blobs
+                .map
+                .insert(
+                    d,
+                    BlobMeta {
+                        size,
+                        last_access_ms: row.last_access_ms,
+                        hits: 0,
+                        readers: 0,
+                        dirty: false,
+                    },
+                )
+                .is_none()
+            {
+                blobs.total += size;
+            }
+            Ok(())
+        })
+        .await?
+    }
+
+    /// Evicts least-recently-used blobs that nobody is reading until the cache plus
+    /// `incoming` bytes fits in `limit`. Returns what was evicted. Blobs being read (or
+    /// still filling, which are not in the cache yet) are never touched.
+    pub async fn evict_to(&self, limit: u64, incoming: u64) -> Result<Vec<(Digest, u64)>> {
+        let victims = {
+            let mut blobs = lock(&self.inner.blobs);
+            if blobs.total + incoming <= limit {
+                return Ok(Vec::new());
+            }
+            let mut candidates: Vec<(i64, Digest, u64)> = blobs
+                .map
+                .iter()
+                .filter(|(_, m)| m.readers == 0)
+                .map(|(d, m)| (m.last_access_ms, *d, m.size))
+                .collect();
+            candidates.sort();
+            let mut victims = Vec::new();
+            for (_, d, size) in candidates {
+                if blobs.total + incoming <= limit {
+                    break;
+                }
+                blobs.map.remove(&d);
+                blobs.total -= size;
+                victims.push((d, size));
+            }
+            victims
+        };
+        if victims.is_empty() {
+            return Ok(victims);
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<(Digest, u64)>> {
+            for (d, _) in &victims {
+                let path = blob_path(&inner.root, d);
+                if let Err(e) = fs::remove_file(&path) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        return Err(Error::io("remove", &path)(e));
+                    }
+                }
+            }
+            let digests: Vec<Digest> = victims.iter().map(|(d, _)| *d).collect();
+            index::delete_blobs(&mut lock(&inner.db), &digests)?;
+            Ok(victims)
+        })
+        .await?
+    }
+
+    /// Writes access times and hit counts gathered in memory to the index.
+    pub async fn flush_access(&self) -> Result<()> {
+        let rows: Vec<BlobRow> = {
+            let mut blobs = lock(&self.inner.blobs);
+            blobs
+                .map
+                .iter_mut()
+                .filter(|(_, m)| m.dirty)
+                .map(|(d, m)| {
+                    m.dirty = false;
+                    BlobRow {
+                        digest: *d,
+                        size: m.size,
+                        last_access_ms: m.last_access_ms,
+                        hits: m.hits,
+                    }
+                })
+                .collect()
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.with_db(move |c| index::update_access(c, &rows)).await
+    }
+
+    pub async fn manifest(&self, d: Digest) -> Result<Option<StoredManifest>> {
+        self.with_db(move |c| index::manifest(c, &d)).await
+    }
+
+    pub async fn tag(&self, key: TagKey) -> Result<Option<TagRow>> {
+        self.with_db(move |c| index::tag(c, &key)).await
+    }
+
+    pub async fn put_manifest(
+        &self,
+        m: StoredManifest,
+        tag: Option<TagKey>,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.with_db(move |c| index::put_manifest(c, &m, tag.as_ref(), now_ms))
+            .await
+    }
+
+    pub async fn load_counters(&self) -> Result<Counters> {
+        self.with_db(|c| index::load_counters(c)).await
+    }
+
+    pub async fn save_counters(&self, counters: Counters) -> Result<()> {
+        self.with_db(move |c| index::save_counters(c, &counters))
+            .await
+    }
+}
+
+fn walk_blob_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let base = root.join("blobs/sha256");
+    let mut out = Vec::new();
+    for shard in fs::read_dir(&base).map_err(Error::io("list", &base))? {
+        let shard = shard.map_err(Error::io("list", &base))?.path();
+        if !shard.is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(&shard).map_err(Error::io("list", &shard))? {
+            let p = f.map_err(Error::io("list", &shard))?.path();
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The digest and size of a file's bytes.
+pub fn sha256_file(path: &Path) -> io::Result<(Digest, u64)> {
+    use sha2::Digest as _;
+    let mut f = File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((Digest::from_bytes(h.finalize().into()), total))
+}
+
+#[cfg(test)]
+mod tests;

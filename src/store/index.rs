@@ -1,0 +1,233 @@
+//! The SQLite index. Blocking calls only: `Store` runs them on the blocking pool.
+
+use std::path::Path;
+use std::sync::LazyLock;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite_migration::{Migrations, M};
+
+use super::{BlobRow, StoredManifest, TagKey, TagRow};
+use crate::oci::Digest;
+use crate::stats::Counters;
+
+static MIGRATIONS: LazyLock<Migrations<'static>> =
+    LazyLock::new(|| Migrations::new(vec![M::up(include_str!("../../migrations/0001_init.sql"))]));
+
+pub(super) fn open(path: &Path) -> Result<Connection, rusqlite_migration::Error> {
+    let mut conn = Connection::open(path)?;
+    configure(&mut conn)?;
+    MIGRATIONS.to_latest(&mut conn)?;
+    Ok(conn)
+}
+
+#[cfg(test)]
+pub(super) fn open_in_memory() -> Result<Connection, rusqlite_migration::Error> {
+    let mut conn = Connection::open_in_memory()?;
+    configure(&mut conn)?;
+    MIGRATIONS.to_latest(&mut conn)?;
+    Ok(conn)
+}
+
+fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
+    // WAL + NORMAL: a crash may lose the last commits but never corrupts the index, and
+    // blob files are fsynced before their row is written anyway.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn digest_col(s: String) -> rusqlite::Result<Digest> {
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+pub(super) fn load_blobs(conn: &Connection) -> rusqlite::Result<Vec<BlobRow>> {
+    let mut stmt = conn.prepare("SELECT digest, size, last_access_ms, hits FROM blobs")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(BlobRow {
+            digest: digest_col(r.get(0)?)?,
+            size: r.get::<_, i64>(1)? as u64,
+            last_access_ms: r.get(2)?,
+            hits: r.get::<_, i64>(3)? as u64,
+        })
+    })?;
+    rows.collect()
+}
+
+pub(super) fn insert_blob(conn: &Connection, row: &BlobRow) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO blobs (digest, size, created_ms, last_access_ms, hits) VALUES (?1, ?2, ?3, ?3, ?4)
+         ON CONFLICT(digest) DO UPDATE SET size = excluded.size, last_access_ms = excluded.last_access_ms",
+        params![row.digest.to_string(), row.size as i64, row.last_access_ms, row.hits as i64],
+    )?;
+    Ok(())
+}
+
+pub(super) fn delete_blobs(conn: &mut Connection, digests: &[Digest]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare("DELETE FROM blobs WHERE digest = ?1")?;
+        for d in digests {
+            stmt.execute([d.to_string()])?;
+        }
+    }
+    tx.commit()
+}
+
+pub(super) fn update_access(conn: &mut Connection, rows: &[BlobRow]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt =
+            tx.prepare("UPDATE blobs SET last_access_ms = ?2, hits = ?3 WHERE digest = ?1")?;
+        for r in rows {
+            stmt.execute(params![
+                r.digest.to_string(),
+                r.last_access_ms,
+                r.hits as i64
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+pub(super) fn manifest(conn: &Connection, d: &Digest) -> rusqlite::Result<Option<StoredManifest>> {
+    conn.query_row(
+        "SELECT media_type, body FROM manifests WHERE digest = ?1",
+        [d.to_string()],
+        |r| {
+            Ok(StoredManifest {
+                digest: *d,
+                media_type: r.get(0)?,
+                body: r.get::<_, Vec<u8>>(1)?.into(),
+            })
+        },
+    )
+    .optional()
+}
+
+pub(super) fn tag(conn: &Connection, key: &TagKey) -> rusqlite::Result<Option<TagRow>> {
+    conn.query_row(
+        "SELECT digest, fetched_ms FROM tags WHERE registry = ?1 AND repo = ?2 AND tag = ?3 AND accept = ?4",
+        params![key.registry, key.repo, key.tag, key.accept],
+        |r| {
+            Ok(TagRow {
+                digest: digest_col(r.get(0)?)?,
+                fetched_ms: r.get(1)?,
+            })
+        },
+    )
+    .optional()
+}
+
+pub(super) fn put_manifest(
+    conn: &mut Connection,
+    m: &StoredManifest,
+    tag: Option<&TagKey>,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO manifests (digest, media_type, body, created_ms, last_access_ms) VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT(digest) DO UPDATE SET last_access_ms = excluded.last_access_ms, hits = hits + 1",
+        params![m.digest.to_string(), m.media_type, &m.body[..], now_ms],
+    )?;
+    if let Some(k) = tag {
+        tx.execute(
+            "INSERT INTO tags (registry, repo, tag, accept, digest, fetched_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(registry, repo, tag, accept) DO UPDATE SET digest = excluded.digest, fetched_ms = excluded.fetched_ms",
+            params![k.registry, k.repo, k.tag, k.accept, m.digest.to_string(), now_ms],
+        )?;
+    }
+    tx.commit()
+}
+
+pub(super) fn load_counters(conn: &Connection) -> rusqlite::Result<Counters> {
+    let mut c = Counters::default();
+    let mut stmt = conn.prepare("SELECT name, value FROM counters")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (name, value) = row?;
+        c.set(&name, value.max(0) as u64);
+    }
+    Ok(c)
+}
+
+pub(super) fn save_counters(conn: &mut Connection, c: &Counters) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        )?;
+        for name in crate::stats::Stats::names() {
+            stmt.execute(params![name, c.get(name).unwrap_or(0) as i64])?;
+        }
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        MIGRATIONS.validate().unwrap();
+    }
+
+    #[test]
+    fn roundtrips_in_memory() {
+        let mut conn = open_in_memory().unwrap();
+        let d = Digest::of(b"x");
+        let row = BlobRow {
+            digest: d,
+            size: 1,
+            last_access_ms: 5,
+            hits: 0,
+        };
+        insert_blob(&conn, &row).unwrap();
+        update_access(
+            &mut conn,
+            &[BlobRow {
+                hits: 3,
+                last_access_ms: 9,
+                ..row.clone()
+            }],
+        )
+        .unwrap();
+        let rows = load_blobs(&conn).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].hits, rows[0].last_access_ms), (3, 9));
+        delete_blobs(&mut conn, &[d]).unwrap();
+        assert!(load_blobs(&conn).unwrap().is_empty());
+
+        let m = StoredManifest {
+            digest: Digest::of(b"{}"),
+            media_type: "application/json".into(),
+            body: bytes::Bytes::from_static(b"{}"),
+        };
+        let key = TagKey {
+            registry: "r".into(),
+            repo: "a/b".into(),
+            tag: "t".into(),
+            accept: "x".into(),
+        };
+        put_manifest(&mut conn, &m, Some(&key), 7).unwrap();
+        assert_eq!(manifest(&conn, &m.digest).unwrap(), Some(m.clone()));
+        assert_eq!(
+            tag(&conn, &key).unwrap(),
+            Some(TagRow {
+                digest: m.digest,
+                fetched_ms: 7
+            })
+        );
+
+        let mut c = Counters::default();
+        c.set("served_bytes", 42);
+        save_counters(&mut conn, &c).unwrap();
+        assert_eq!(load_counters(&conn).unwrap(), c);
+    }
+}

@@ -1,0 +1,719 @@
+//! The upstream registry client: hyper + rustls, redirects followed here (presigned CDN
+//! URLs never reach clients), anonymous Bearer tokens, timeouts and bounded retries.
+//!
+//! Blob bytes are fetched as ranges by the fill engine (`mirror`), which decides how many
+//! and which; this module only makes single requests. HTTP/1.1 only, on purpose: a CDN
+//! caps each connection, and over HTTP/2 every parallel range would share one.
+//!
+//! Must not: cache anything but tokens, or know about the store or clients' connections.
+
+mod auth;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, LOCATION, RANGE, USER_AGENT, WWW_AUTHENTICATE,
+};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use url::Url;
+
+use crate::config::FetchConfig;
+use crate::oci::{Digest, Reference, RepoName};
+
+const MAX_REDIRECTS: usize = 10;
+/// distribution refuses manifests over 4 MiB; so does shoal, to bound memory.
+const MAX_MANIFEST: usize = 4 << 20;
+const MAX_ERROR_BODY: usize = 64 << 10;
+const SHOAL_UA: &str = concat!("shoal/", env!("CARGO_PKG_VERSION"));
+/// What to accept when a client sent no Accept header: every manifest kind.
+const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("upstream url {url:?} is invalid: {reason}")]
+    BadUrl { url: String, reason: &'static str },
+    #[error("cannot set up TLS for upstream")]
+    Tls(#[source] std::io::Error),
+    #[error("request to {url} failed")]
+    Connect {
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{url} did not answer within {after:?}")]
+    Timeout { url: String, after: Duration },
+    #[error("{url} answered {status}")]
+    Status { url: String, status: StatusCode },
+    #[error("{url} answered 404")]
+    NotFound { url: String },
+    #[error("{url}: {what}")]
+    Invalid { url: String, what: String },
+    #[error("too many redirects from {url}")]
+    Redirects { url: String },
+    #[error("token request to {realm} failed: {what}")]
+    Token { realm: String, what: String },
+    #[error("reading the body from {url} failed")]
+    Body {
+        url: String,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl Error {
+    /// Worth another attempt: the network, a timeout, or a 5xx/429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::Timeout { .. } | Error::Body { .. } => true,
+            Error::Status { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => false,
+        }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// A 4xx from a blob location other than 404: typically a presigned URL that expired,
+    /// which a fresh redirect from the registry cures.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Error::Status { status, .. } if status.is_client_error())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Scheme, host and port, without userinfo, query or fragment; error text without secrets.
+fn redact(u: &Url) -> String {
+    let mut s = format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""));
+    if let Some(p) = u.port() {
+        s.push_str(&format!(":{p}"));
+    }
+    s.push_str(u.path());
+    s
+}
+
+/// Validates an upstream base URL: http or https, a host, nothing after the path.
+pub fn parse_base_url(s: &str) -> Result<Url> {
+    let bad = |reason| Error::BadUrl {
+        url: s.to_owned(),
+        reason,
+    };
+    let u = Url::parse(s).map_err(|_| bad("not a URL"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+        return Err(bad("it must not carry a query, fragment or credentials"));
+    }
+    if u.path() != "/" && !u.path().is_empty() {
+        return Err(bad("registries live at the root; give no path"));
+    }
+    Ok(u)
+}
+
+/// What the client sent that upstream must see: ollama's registry gates manifests on the
+/// User-Agent, and Accept selects the manifest kind.
+#[derive(Debug, Clone, Default)]
+pub struct ClientMeta {
+    pub user_agent: Option<HeaderValue>,
+    pub accept: Vec<HeaderValue>,
+}
+
+impl ClientMeta {
+    /// The Accept values as one string, the key under which a tag's answer is cached.
+    pub fn accept_key(&self) -> String {
+        let parts: Vec<&str> = self.accept.iter().filter_map(|v| v.to_str().ok()).collect();
+        if parts.is_empty() {
+            DEFAULT_ACCEPT.to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Upstream's answer to a manifest request.
+#[derive(Debug)]
+pub enum ManifestAnswer {
+    Found {
+        body: Bytes,
+        content_type: Option<String>,
+    },
+    /// A 4xx, passed through to the client as it came (404, 412 "requires a newer version").
+    Refused {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+}
+
+/// Where a blob's bytes are and how big it is.
+#[derive(Debug, Clone)]
+pub struct BlobProbe {
+    pub size: u64,
+    /// The final URL after redirects (a presigned CDN URL for registry.ollama.ai).
+    pub location: Url,
+    /// False when the location ignores `Range`: then only one front-to-back stream works.
+    pub ranges: bool,
+}
+
+/// A ranged GET in flight.
+pub struct RangeResponse {
+    pub body: Incoming,
+    pub url: String,
+}
+
+struct Token {
+    value: HeaderValue,
+    expires: Instant,
+}
+
+pub struct Upstream {
+    base: Url,
+    registry: String,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    tokens: Mutex<HashMap<String, Token>>,
+    cfg: FetchConfig,
+}
+
+impl Upstream {
+    pub fn new(base: &str, cfg: &FetchConfig) -> Result<Arc<Upstream>> {
+        let base = parse_base_url(base)?;
+        let registry = match base.port() {
+            Some(p) => format!("{}:{p}", base.host_str().unwrap_or_default()),
+            None => base.host_str().unwrap_or_default().to_owned(),
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(provider)
+            .map_err(|e| Error::Tls(std::io::Error::other(e)))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(https);
+        Ok(Arc::new(Upstream {
+            base,
+            registry,
+            client,
+            tokens: Mutex::new(HashMap::new()),
+            cfg: cfg.clone(),
+        }))
+    }
+
+    /// `host[:port]` of the upstream, the namespace for cached tags.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut u = self.base.clone();
+        u.set_path(path);
+        u
+    }
+
+    /// Fetches a manifest with the client's User-Agent and Accept.
+    pub async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        meta: &ClientMeta,
+    ) -> Result<ManifestAnswer> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
+        self.retrying(|| async {
+            let mut headers = self.client_headers(meta);
+            if meta.accept.is_empty() {
+                headers.insert(ACCEPT, HeaderValue::from_static(DEFAULT_ACCEPT));
+            } else {
+                for a in &meta.accept {
+                    headers.append(ACCEPT, a.clone());
+                }
+            }
+            let deadline = Instant::now() + self.cfg.request_timeout;
+            let (resp, at) = self
+                .send(
+                    Method::GET,
+                    url.clone(),
+                    headers,
+                    repo,
+                    self.cfg.request_timeout,
+                )
+                .await?;
+            let status = resp.status();
+            let content_type = resp.headers().get(CONTENT_TYPE).cloned();
+            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                return Err(Error::Status {
+                    url: redact(&at),
+                    status,
+                });
+            }
+            let limit = if status == StatusCode::OK {
+                MAX_MANIFEST
+            } else {
+                MAX_ERROR_BODY
+            };
+            let body = read_limited(resp.into_body(), limit, deadline, &at).await?;
+            if status == StatusCode::OK {
+                Ok(ManifestAnswer::Found {
+                    body,
+                    content_type: content_type.and_then(|v| v.to_str().ok().map(str::to_owned)),
+                })
+            } else if status.is_client_error() {
+                Ok(ManifestAnswer::Refused {
+                    status,
+                    content_type,
+                    body,
+                })
+            } else {
+                Err(Error::Status {
+                    url: redact(&at),
+                    status,
+                })
+            }
+        })
+        .await
+    }
+
+    /// Finds a blob's size and final location with one `Range: bytes=0-0` GET, following
+    /// redirects. (A HEAD would do for size, but presigned URLs are often signed for GET
+    /// only, and the GET also tells whether the location honours ranges.)
+    pub async fn probe_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        meta: &ClientMeta,
+    ) -> Result<BlobProbe> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        self.retrying(|| async {
+            let mut headers = self.client_headers(meta);
+            headers.insert(RANGE, HeaderValue::from_static("bytes=0-0"));
+            let (resp, at) = self
+                .send(
+                    Method::GET,
+                    url.clone(),
+                    headers,
+                    repo,
+                    self.cfg.request_timeout,
+                )
+                .await?;
+            let status = resp.status();
+            let h = resp.headers();
+            let invalid = |what: &str| Error::Invalid {
+                url: redact(&at),
+                what: what.to_owned(),
+            };
+            let (size, ranges) = match status {
+                StatusCode::PARTIAL_CONTENT => {
+                    let cr = header_str(h, &CONTENT_RANGE)
+                        .and_then(parse_content_range)
+                        .ok_or_else(|| invalid("206 without a valid Content-Range"))?;
+                    if cr.start != 0 {
+                        return Err(invalid("206 for bytes=0-0 does not start at 0"));
+                    }
+                    (cr.total, true)
+                }
+                StatusCode::OK => (
+                    header_str(h, &CONTENT_LENGTH)
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| invalid("200 without a Content-Length"))?,
+                    false,
+                ),
+                StatusCode::RANGE_NOT_SATISFIABLE => (
+                    header_str(h, &CONTENT_RANGE)
+                        .and_then(|v| v.strip_prefix("bytes */"))
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| invalid("416 without the total in Content-Range"))?,
+                    true,
+                ),
+                StatusCode::NOT_FOUND => return Err(Error::NotFound { url: redact(&at) }),
+                status => {
+                    return Err(Error::Status {
+                        url: redact(&at),
+                        status,
+                    })
+                }
+            };
+            Ok(BlobProbe {
+                size,
+                location: at,
+                ranges,
+            })
+        })
+        .await
+    }
+
+    /// Starts a GET of `[start, end)` at a blob location. The caller reads the body with its
+    /// own stall timer; `timeout` bounds the wait for response headers.
+    pub async fn get_range(
+        &self,
+        repo: &RepoName,
+        location: &Url,
+        start: u64,
+        end: u64,
+        whole: bool,
+        timeout: Duration,
+    ) -> Result<RangeResponse> {
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_AGENT, HeaderValue::from_static(SHOAL_UA));
+        if !whole {
+            let v = format!("bytes={start}-{}", end.saturating_sub(1));
+            headers.insert(
+                RANGE,
+                HeaderValue::from_str(&v).map_err(|_| Error::Invalid {
+                    url: redact(location),
+                    what: "bad range".into(),
+                })?,
+            );
+        }
+        let (resp, at) = self
+            .send(Method::GET, location.clone(), headers, repo, timeout)
+            .await?;
+        let url = redact(&at);
+        match resp.status() {
+            StatusCode::PARTIAL_CONTENT if !whole => {
+                let cr = header_str(resp.headers(), &CONTENT_RANGE).and_then(parse_content_range);
+                match cr {
+                    Some(cr) if cr.start == start => Ok(RangeResponse {
+                        body: resp.into_body(),
+                        url,
+                    }),
+                    _ => Err(Error::Invalid {
+                        url,
+                        what: format!("206 whose Content-Range does not start at {start}"),
+                    }),
+                }
+            }
+            StatusCode::OK if start == 0 => Ok(RangeResponse {
+                body: resp.into_body(),
+                url,
+            }),
+            StatusCode::OK => Err(Error::Invalid {
+                url,
+                what: "ignored the Range header".into(),
+            }),
+            StatusCode::NOT_FOUND => Err(Error::NotFound { url }),
+            status => Err(Error::Status { url, status }),
+        }
+    }
+
+    fn client_headers(&self, meta: &ClientMeta) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            USER_AGENT,
+            meta.user_agent
+                .clone()
+                .unwrap_or(HeaderValue::from_static(SHOAL_UA)),
+        );
+        h
+    }
+
+    async fn retrying<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let attempts = self.cfg.retries.max(1);
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(e) if e.is_transient() && attempt < attempts => {
+                    let wait = backoff(attempt);
+                    tracing::warn!(error = %crate::telemetry::chain(&e), attempt, ?wait, "upstream request failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One request, following redirects and answering a Bearer challenge once. Returns the
+    /// response and the URL that gave it.
+    async fn send(
+        &self,
+        method: Method,
+        mut url: Url,
+        headers: HeaderMap,
+        repo: &RepoName,
+        timeout: Duration,
+    ) -> Result<(Response<Incoming>, Url)> {
+        let mut tried_token = false;
+        let mut hops = 0;
+        loop {
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(url.as_str())
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| Error::Invalid {
+                    url: redact(&url),
+                    what: e.to_string(),
+                })?;
+            *req.headers_mut() = headers.clone();
+            // Credentials only ever go to the registry itself, never to a CDN it redirects to.
+            let to_registry = self.is_registry(&url);
+            if to_registry {
+                if let Some(t) = self.cached_token(repo) {
+                    req.headers_mut().insert(AUTHORIZATION, t);
+                }
+            }
+            let resp = match tokio::time::timeout(timeout, self.client.request(req)).await {
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        url: redact(&url),
+                        after: timeout,
+                    })
+                }
+                Ok(Err(source)) => {
+                    return Err(Error::Connect {
+                        url: redact(&url),
+                        source,
+                    })
+                }
+                Ok(Ok(r)) => r,
+            };
+            let status = resp.status();
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                hops += 1;
+                if hops > MAX_REDIRECTS {
+                    return Err(Error::Redirects { url: redact(&url) });
+                }
+                let next = header_str(resp.headers(), &LOCATION)
+                    .and_then(|l| url.join(l).ok())
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| Error::Invalid {
+                        url: redact(&url),
+                        what: format!("{status} without a usable Location"),
+                    })?;
+                url = next;
+                continue;
+            }
+            if status == StatusCode::UNAUTHORIZED && to_registry && !tried_token {
+                tried_token = true;
+                if let Some(ch) =
+                    header_str(resp.headers(), &WWW_AUTHENTICATE).and_then(auth::parse_challenge)
+                {
+                    self.fetch_token(repo, &ch, timeout).await?;
+                    continue;
+                }
+            }
+            return Ok((resp, url));
+        }
+    }
+
+    fn is_registry(&self, u: &Url) -> bool {
+        u.host_str() == self.base.host_str()
+            && u.port_or_known_default() == self.base.port_or_known_default()
+    }
+
+    fn cached_token(&self, repo: &RepoName) -> Option<HeaderValue> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens
+            .get(repo.as_str())
+            .filter(|t| t.expires > Instant::now())
+            .map(|t| t.value.clone())
+    }
+
+    async fn fetch_token(
+        &self,
+        repo: &RepoName,
+        ch: &auth::Challenge,
+        timeout: Duration,
+    ) -> Result<()> {
+        let err = |what: String| Error::Token {
+            realm: ch.realm.clone(),
+            what,
+        };
+        let mut url = Url::parse(&ch.realm).map_err(|_| err("realm is not a URL".into()))?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = &ch.service {
+                q.append_pair("service", s);
+            }
+            q.append_pair(
+                "scope",
+                ch.scope
+                    .as_deref()
+                    .unwrap_or(&format!("repository:{repo}:pull")),
+            );
+        }
+        let req = Request::get(url.as_str())
+            .header(USER_AGENT, SHOAL_UA)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| err(e.to_string()))?;
+        let resp = tokio::time::timeout(timeout, self.client.request(req))
+            .await
+            .map_err(|_| err("timed out".into()))?
+            .map_err(|e| err(crate::telemetry::chain(&e)))?;
+        if !resp.status().is_success() {
+            return Err(err(format!("answered {}", resp.status())));
+        }
+        let body = read_limited(
+            resp.into_body(),
+            MAX_ERROR_BODY,
+            Instant::now() + timeout,
+            &url,
+        )
+        .await?;
+        let parsed: auth::TokenResponse =
+            serde_json::from_slice(&body).map_err(|e| err(format!("bad JSON: {e}")))?;
+        let expires_in = parsed.expires_in.unwrap_or(60).max(10);
+        let token = parsed
+            .into_token()
+            .ok_or_else(|| err("no token in the answer".into()))?;
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| err("token is not a valid header value".into()))?;
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                repo.as_str().to_owned(),
+                Token {
+                    value,
+                    // Renew a little early so a token never expires mid-request.
+                    expires: Instant::now() + Duration::from_secs(expires_in.saturating_sub(5)),
+                },
+            );
+        Ok(())
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 250u64 << attempt.min(5);
+    Duration::from_millis(base + fastrand::u64(0..=base / 2))
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ContentRange {
+    start: u64,
+    end: u64,
+    total: u64,
+}
+
+/// `bytes a-b/total` (a known total is required: shoal needs the blob size).
+fn parse_content_range(v: &str) -> Option<ContentRange> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let cr = ContentRange {
+        start: a.trim().parse().ok()?,
+        end: b.trim().parse().ok()?,
+        total: total.trim().parse().ok()?,
+    };
+    (cr.start <= cr.end && cr.end < cr.total).then_some(cr)
+}
+
+async fn read_limited(
+    mut body: Incoming,
+    limit: usize,
+    deadline: Instant,
+    url: &Url,
+) -> Result<Bytes> {
+    let mut buf = BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout_at(deadline.into(), body.frame())
+            .await
+            .map_err(|_| Error::Timeout {
+                url: redact(url),
+                after: Duration::ZERO,
+            })?;
+        let Some(frame) = frame else {
+            return Ok(buf.freeze());
+        };
+        let frame = frame.map_err(|source| Error::Body {
+            url: redact(url),
+            source,
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(Error::Invalid {
+                    url: redact(url),
+                    what: format!("body larger than {limit} bytes"),
+                });
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        for ok in [
+            "https://registry.ollama.ai",
+            "http://127.0.0.1:5000",
+            "https://r.example/",
+        ] {
+            assert!(parse_base_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "registry.ollama.ai",
+            "ftp://x",
+            "https://",
+            "https://x/v2",
+            "https://u:p@x",
+            "https://x/?a=1",
+        ] {
+            assert!(parse_base_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(
+            parse_content_range("bytes 0-0/100"),
+            Some(ContentRange {
+                start: 0,
+                end: 0,
+                total: 100
+            })
+        );
+        assert_eq!(parse_content_range("bytes 0-0/*"), None);
+        assert_eq!(parse_content_range("bytes 5-4/100"), None);
+        assert_eq!(parse_content_range("bytes 0-100/100"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+    }
+
+    #[test]
+    fn redaction_drops_query() {
+        let u = Url::parse("https://cdn.example:8443/blob/x?X-Amz-Signature=secret").unwrap();
+        assert_eq!(redact(&u), "https://cdn.example:8443/blob/x");
+    }
+}
