@@ -43,6 +43,8 @@ pub struct Faults {
     pub min_sig_generation: u64,
     /// Registry answers 503 to everything.
     pub registry_503: bool,
+    /// Registry requires a Bearer token from its `/token` endpoint, as Docker Hub does.
+    pub require_token: bool,
 }
 
 #[derive(Default)]
@@ -53,6 +55,9 @@ pub struct Counters {
     pub cdn_heads: AtomicUsize,
     pub cdn_bytes: AtomicU64,
     pub refused_sigs: AtomicUsize,
+    pub token_requests: AtomicUsize,
+    /// CDN requests that carried an Authorization header (credentials must not leak there).
+    pub cdn_auth_headers: AtomicUsize,
 }
 
 pub struct Repo {
@@ -244,11 +249,52 @@ fn status(code: StatusCode, body: &str) -> Response<Body> {
         .unwrap()
 }
 
+const TOKEN: &str = "anon-token-1";
+
 fn registry_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
-    if s.faults.lock().unwrap().registry_503 {
+    let (unavailable, require_token) = {
+        let f = s.faults.lock().unwrap();
+        (f.registry_503, f.require_token)
+    };
+    if unavailable {
         return status(StatusCode::SERVICE_UNAVAILABLE, r#"{"errors":[]}"#);
     }
     let path = req.uri().path().to_owned();
+    if path == "/token" {
+        s.counts.token_requests.fetch_add(1, SeqCst);
+        let q = req.uri().query().unwrap_or("");
+        if !q.contains("scope=repository%3A") || !q.contains("service=fake") {
+            return status(StatusCode::BAD_REQUEST, r#"{"details":"bad scope"}"#);
+        }
+        return status(
+            StatusCode::OK,
+            &format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#),
+        );
+    }
+    if require_token {
+        let ok = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            == Some(&format!("Bearer {TOKEN}"));
+        if !ok {
+            let repo = path
+                .strip_prefix("/v2/")
+                .and_then(|r| r.rsplitn(3, '/').nth(2))
+                .unwrap_or("");
+            return Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header(
+                    "www-authenticate",
+                    format!(
+                        r#"Bearer realm="http://{}/token",service="fake",scope="repository:{repo}:pull""#,
+                        req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("")
+                    ),
+                )
+                .body(full(r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#))
+                .unwrap();
+        }
+    }
     if path == "/v2/" || path == "/v2" {
         return status(StatusCode::NOT_FOUND, "404 page not found");
     }
@@ -314,6 +360,9 @@ fn registry_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
 }
 
 fn cdn_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
+    if req.headers().contains_key("authorization") {
+        s.counts.cdn_auth_headers.fetch_add(1, SeqCst);
+    }
     let path = req.uri().path();
     let Some(hex) = path.strip_prefix("/r2/blobs/") else {
         return status(StatusCode::NOT_FOUND, "");
