@@ -1,0 +1,648 @@
+//! End to end with the real software users run around shoal: Debian's `docker-registry`
+//! (distribution 2.8) as the upstream, oras-py (PyPI `oras`) as the OCI client, and curl
+//! for plain, ranged and HEAD requests.
+//!
+//! An artifact of two layers is pushed straight to the registry, then pulled through
+//! shoal cold, warm, and once more with the registry stopped (stale-if-error); each pull
+//! is compared byte for byte with what was pushed, and shoal's stats must show that the
+//! blobs crossed from upstream once.
+//!
+//! Needs `apt-get install docker-registry curl` and `pip install oras`. Without them the
+//! test says what is missing and passes, unless `SHOAL_REQUIRE_E2E=1` (CI) makes it fail.
+
+// The fake upstream that `support` re-exports is not used here: the registry is real.
+#[allow(unused_imports)]
+mod support;
+
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::Method;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use support::*;
+
+const ORAS_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/oras_client.py");
+const REPO: &str = "e2e/artifact";
+const TAG: &str = "v1";
+/// What OCI clients send for a manifest (oras, containerd and docker send this or more).
+const MANIFEST_ACCEPT: &str =
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+/// Bound for any one child process (a pull, a push, a curl).
+const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// Prerequisites
+
+struct Tools {
+    registry: PathBuf,
+}
+
+/// The third-party programs this test runs, or `None` (after saying what is missing) when
+/// the test should be skipped. Panics instead when `SHOAL_REQUIRE_E2E=1`.
+async fn tools() -> Option<Tools> {
+    let mut missing = Vec::new();
+
+    // Debian installs it as /usr/bin/docker-registry; look there too in case PATH lacks it.
+    let mut registry = None;
+    for cand in ["docker-registry", "/usr/bin/docker-registry"] {
+        let mut cmd = Command::new(cand);
+        cmd.arg("--version");
+        if matches!(run(cmd, Duration::from_secs(10)).await, Ok(o) if o.status.success()) {
+            registry = Some(PathBuf::from(cand));
+            break;
+        }
+    }
+    if registry.is_none() {
+        missing.push(
+            "docker-registry (Debian's distribution registry): apt-get install docker-registry",
+        );
+    }
+
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-c",
+        "import oras.client, oras.provider, oras.version; print(oras.version.__version__)",
+    ]);
+    if !matches!(run(cmd, Duration::from_secs(20)).await, Ok(o) if o.status.success()) {
+        missing.push("python3 with the oras package (oras-py 0.2.x): pip install oras");
+    }
+
+    let mut cmd = Command::new("curl");
+    cmd.arg("--version");
+    if !matches!(run(cmd, Duration::from_secs(10)).await, Ok(o) if o.status.success()) {
+        missing.push("curl: apt-get install curl");
+    }
+
+    if missing.is_empty() {
+        return registry.map(|registry| Tools { registry });
+    }
+    let what = format!("missing {}", missing.join("; "));
+    if std::env::var("SHOAL_REQUIRE_E2E").as_deref() == Ok("1") {
+        panic!("e2e_registry: {what} (SHOAL_REQUIRE_E2E=1: failing instead of skipping)");
+    }
+    // Straight to stderr: libtest swallows `eprintln!` output of passing tests.
+    let _ = writeln!(std::io::stderr(), "e2e_registry: SKIPPED, {what}");
+    None
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes
+
+/// Kills the child when dropped, so that a test timeout or panic leaves no process behind.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl Output {
+    fn describe(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status,
+            String::from_utf8_lossy(&self.stdout),
+            String::from_utf8_lossy(&self.stderr)
+        )
+    }
+}
+
+/// Runs a command to completion without blocking the runtime. Output goes to anonymous
+/// temp files (a pipe could fill up while nobody reads it).
+async fn run(mut cmd: Command, limit: Duration) -> Result<Output, String> {
+    let desc = format!("{cmd:?}");
+    let mut out = tempfile::tempfile().map_err(|e| format!("{desc}: temp file: {e}"))?;
+    let mut err = tempfile::tempfile().map_err(|e| format!("{desc}: temp file: {e}"))?;
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone().map_err(|e| e.to_string())?)
+        .stderr(err.try_clone().map_err(|e| e.to_string())?);
+    let mut child = ChildGuard(cmd.spawn().map_err(|e| format!("{desc}: {e}"))?);
+    let deadline = tokio::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.0.try_wait().map_err(|e| format!("{desc}: {e}"))? {
+            break s;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{desc}: still running after {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let read_back = |f: &mut std::fs::File| {
+        let mut v = Vec::new();
+        f.rewind().and_then(|_| f.read_to_end(&mut v)).map(|_| v)
+    };
+    Ok(Output {
+        status,
+        stdout: read_back(&mut out).map_err(|e| format!("{desc}: {e}"))?,
+        stderr: read_back(&mut err).map_err(|e| format!("{desc}: {e}"))?,
+    })
+}
+
+/// Keeps every request on loopback whatever proxy the environment names.
+fn no_proxy(cmd: &mut Command) {
+    for v in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.env("NO_PROXY", "*").env("no_proxy", "*");
+}
+
+// ---------------------------------------------------------------------------------------
+// docker-registry
+
+/// A docker-registry child process on 127.0.0.1, storing into a temp dir. Killed on drop.
+struct Registry {
+    child: Option<ChildGuard>,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+enum NotReady {
+    /// The process ended (most likely a race for the port it was given).
+    Exited(String),
+    Timeout(String),
+}
+
+impl Registry {
+    async fn start(bin: &Path) -> Registry {
+        // The port is found free, released, then handed to the registry: another process
+        // can take it in between, so a registry that exits at once is retried.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let mut reg = Registry::spawn(bin);
+            match reg.wait_ready().await {
+                Ok(()) => return reg,
+                Err(NotReady::Exited(log)) => last = log,
+                Err(NotReady::Timeout(log)) => {
+                    panic!("docker-registry did not answer GET /v2/ in time; its log:\n{log}")
+                }
+            }
+        }
+        panic!("docker-registry exited at start-up three times; its last log:\n{last}");
+    }
+
+    fn spawn(bin: &Path) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: info\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {data}\n\
+             http:\n  addr: {addr}\n  secret: shoal-e2e-test\n",
+            data = dir.path().join("data").display(),
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // distribution lets REGISTRY_* variables override the config file.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("REGISTRY_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = ChildGuard(cmd.spawn().expect("spawn docker-registry"));
+        Registry {
+            child: Some(child),
+            addr,
+            dir,
+        }
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), NotReady> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let url = format!("{}/v2/", self.url());
+        loop {
+            if let Ok(r) = try_request(Method::GET, &url, &[]).await {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+            let exited = match self.child.as_mut() {
+                Some(c) => !matches!(c.0.try_wait(), Ok(None)),
+                None => true,
+            };
+            if exited {
+                return Err(NotReady::Exited(self.log()));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(NotReady::Timeout(self.log()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Kills the registry and waits until it is gone.
+    fn stop(&mut self) {
+        drop(self.child.take());
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- docker-registry log (last lines)");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// oras-py and curl
+
+/// Runs `tests/e2e/oras_client.py` and returns its JSON report; panics unless it says ok.
+async fn oras(args: &[&str], cwd: &Path) -> Value {
+    let mut cmd = Command::new("python3");
+    cmd.arg(ORAS_CLIENT)
+        .args(args)
+        .current_dir(cwd)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    no_proxy(&mut cmd);
+    let out = run(cmd, COMMAND_LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("oras {args:?}: {e}"));
+    let report = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str::<Value>(l).ok());
+    match report {
+        Some(v) if out.status.success() && v["ok"] == true => v,
+        _ => panic!("oras {args:?} failed: {}", out.describe()),
+    }
+}
+
+/// What oras pulled, checked against what was pushed; every request must have gone to
+/// `host` and succeeded.
+fn check_pull(report: &Value, outdir: &Path, files: &[(&str, &[u8])], host: &str) {
+    let pulled = report["files"].as_array().expect("files in the report");
+    assert_eq!(pulled.len(), files.len(), "{report}");
+    for (name, want) in files {
+        let got = std::fs::read(outdir.join(name))
+            .unwrap_or_else(|e| panic!("pulled file {name}: {e}; report {report}"));
+        assert!(
+            got == *want,
+            "{name}: pulled {} bytes (sha256 {}), pushed {} bytes (sha256 {})",
+            got.len(),
+            sha256(&got),
+            want.len(),
+            sha256(want)
+        );
+    }
+    for r in report["requests"]
+        .as_array()
+        .expect("requests in the report")
+    {
+        let url = r["url"].as_str().unwrap_or("");
+        assert!(
+            url.starts_with(&format!("http://{host}/")),
+            "request bypassed {host}: {r}"
+        );
+        assert_eq!(r["status"], 200, "{r}");
+    }
+}
+
+struct CurlResp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl CurlResp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request with the real curl binary (no config file, no proxy, no redirects).
+async fn curl(dir: &Path, args: &[&str], url: &str) -> CurlResp {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let body = dir.join(format!("curl-{n}.body"));
+    let heads = dir.join(format!("curl-{n}.headers"));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-q", "-sS", "--noproxy", "*", "--max-time", "30", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&heads)
+        .args(args)
+        .arg(url);
+    no_proxy(&mut cmd);
+    let out = run(cmd, COMMAND_LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("curl {args:?} {url}: {e}"));
+    assert!(
+        out.status.success(),
+        "curl {args:?} {url}: {}",
+        out.describe()
+    );
+    let raw = std::fs::read_to_string(&heads).unwrap();
+    // The last response block (curl writes one per response, e.g. after a 100).
+    let last = raw
+        .rfind("HTTP/")
+        .map(|i| &raw[i..])
+        .unwrap_or_else(|| panic!("curl {url}: no status line in {raw:?}"));
+    let mut lines = last.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("curl {url}: bad status line in {raw:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    CurlResp {
+        status,
+        headers,
+        body: std::fs::read(&body).unwrap_or_default(),
+    }
+}
+
+fn sha256(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+fn counter(stats: &Value, name: &str) -> u64 {
+    stats[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("stats lack {name}: {stats}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The scenario
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oras_pulls_an_artifact_from_docker_registry_through_shoal() {
+    let Some(tools) = tools().await else { return };
+    tokio::time::timeout(TEST_TIMEOUT, scenario(tools))
+        .await
+        .expect("e2e scenario timed out");
+}
+
+async fn scenario(tools: Tools) {
+    let work = tempfile::tempdir().unwrap();
+    let big = blob_bytes(5 * (1 << 20) + 4321, 7);
+    let small = b"shoal e2e: a small second layer\n".to_vec();
+    let files: [(&str, &[u8]); 2] = [("model.bin", &big), ("notes.txt", &small)];
+    let total = (big.len() + small.len()) as u64;
+    let target = format!("{REPO}:{TAG}");
+
+    // 1. The upstream, with the artifact pushed straight to it.
+    let mut registry = Registry::start(&tools.registry).await;
+    let push_dir = work.path().join("push");
+    std::fs::create_dir(&push_dir).unwrap();
+    for (name, data) in &files {
+        std::fs::write(push_dir.join(name), data).unwrap();
+    }
+    let pushed = oras(
+        &[
+            "push",
+            "--registry",
+            &registry.addr,
+            "--target",
+            &target,
+            "model.bin",
+            "notes.txt",
+        ],
+        &push_dir,
+    )
+    .await;
+    let manifest_digest = pushed["digest"]
+        .as_str()
+        .expect("manifest digest")
+        .to_owned();
+    let big_digest = sha256(&big);
+    let small_digest = sha256(&small);
+
+    // 2. shoal in front of it; tags are revalidated at every pull (for step 6).
+    let shoal = Shoal::start_with(&registry.url(), |c| {
+        c.manifests.tag_ttl = Duration::from_millis(1);
+    })
+    .await;
+    let shoal_host = shoal.addr().to_string();
+
+    // 3. Cold pull through shoal.
+    let pull = |n: u32| {
+        let outdir = work.path().join(format!("pull-{n}"));
+        let cwd = work.path().to_owned();
+        let shoal_host = shoal_host.clone();
+        let target = target.clone();
+        async move {
+            let report = oras(
+                &[
+                    "pull",
+                    "--registry",
+                    &shoal_host,
+                    "--target",
+                    &target,
+                    "--outdir",
+                    outdir.to_str().unwrap(),
+                ],
+                &cwd,
+            )
+            .await;
+            (report, outdir)
+        }
+    };
+    let (report, outdir) = pull(1).await;
+    check_pull(&report, &outdir, &files, &shoal_host);
+
+    // 4. Both layers are cached, fetched from upstream once (oras never fetches the
+    // config blob of an artifact).
+    let settled = eventually(Duration::from_secs(10), async || {
+        let s = shoal.stats().await;
+        counter(&s, "blobs") == 2 && counter(&s, "fills_running") == 0
+    })
+    .await;
+    let cold = shoal.stats().await;
+    assert!(settled, "fills did not complete: {cold}");
+    assert_eq!(counter(&cold, "cache_bytes"), total, "{cold}");
+    assert_eq!(counter(&cold, "fills_started"), 2, "{cold}");
+    assert_eq!(counter(&cold, "fills_failed"), 0, "{cold}");
+    let up = counter(&cold, "upstream_bytes");
+    // A re-split of an in-flight range may read a little twice, never the whole blob.
+    assert!(
+        up >= total && up < total * 3 / 2,
+        "upstream_bytes {up} for {total}: {cold}"
+    );
+
+    let (report, outdir) = pull(2).await;
+    check_pull(&report, &outdir, &files, &shoal_host);
+    let warm = shoal.stats().await;
+    assert_eq!(
+        counter(&warm, "upstream_bytes"),
+        up,
+        "warm pull fetched blobs: {warm}"
+    );
+    assert_eq!(
+        counter(&warm, "fills_started"),
+        2,
+        "warm pull started fills: {warm}"
+    );
+    assert_eq!(
+        counter(&warm, "blob_misses"),
+        counter(&cold, "blob_misses"),
+        "{warm}"
+    );
+    assert!(
+        counter(&warm, "blob_hits") >= counter(&cold, "blob_hits") + 2,
+        "blob hits did not grow: {cold} -> {warm}"
+    );
+    assert!(
+        counter(&warm, "served_bytes") >= counter(&cold, "served_bytes") + total,
+        "{cold} -> {warm}"
+    );
+
+    // 5. curl through shoal.
+    let curl_dir = work.path().join("curl");
+    std::fs::create_dir(&curl_dir).unwrap();
+    let blob_url = format!("{}/v2/{REPO}/blobs/{big_digest}", shoal.url());
+
+    let whole = curl(&curl_dir, &[], &blob_url).await;
+    assert_eq!(whole.status, 200);
+    assert_eq!(sha256(&whole.body), big_digest);
+    assert_eq!(
+        whole.header("content-length"),
+        Some(big.len().to_string().as_str())
+    );
+    assert_eq!(
+        whole.header("docker-content-digest"),
+        Some(big_digest.as_str())
+    );
+
+    let part = curl(&curl_dir, &["-H", "Range: bytes=100-199"], &blob_url).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body.len(), 100);
+    assert!(part.body == big[100..200], "wrong bytes for bytes=100-199");
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes 100-199/{}", big.len()).as_str())
+    );
+    assert_eq!(part.header("content-length"), Some("100"));
+
+    for (digest, len) in [(&big_digest, big.len()), (&small_digest, small.len())] {
+        let url = format!("{}/v2/{REPO}/blobs/{digest}", shoal.url());
+        let head = curl(&curl_dir, &["-I"], &url).await;
+        assert_eq!(head.status, 200, "HEAD {digest}");
+        assert_eq!(
+            head.header("content-length"),
+            Some(len.to_string().as_str()),
+            "HEAD {digest}"
+        );
+        assert_eq!(head.header("docker-content-digest"), Some(digest.as_str()));
+    }
+
+    let accept = format!("Accept: {MANIFEST_ACCEPT}");
+    let path = format!("/v2/{REPO}/manifests/{TAG}");
+    let direct = curl(
+        &curl_dir,
+        &["-H", &accept],
+        &format!("{}{path}", registry.url()),
+    )
+    .await;
+    let via = curl(
+        &curl_dir,
+        &["-H", &accept],
+        &format!("{}{path}", shoal.url()),
+    )
+    .await;
+    assert_eq!(direct.status, 200);
+    assert_eq!(via.status, 200);
+    assert!(
+        via.body == direct.body,
+        "manifest differs from the registry's:\n{}\n---\n{}",
+        String::from_utf8_lossy(&via.body),
+        String::from_utf8_lossy(&direct.body)
+    );
+    assert_eq!(sha256(&via.body), manifest_digest);
+    assert_eq!(
+        via.header("docker-content-digest"),
+        Some(sha256(&via.body).as_str())
+    );
+    assert_eq!(via.header("content-type"), direct.header("content-type"));
+    let manifest: Value = serde_json::from_slice(&via.body).unwrap();
+    let layers: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["digest"].as_str())
+        .collect();
+    assert_eq!(layers, [big_digest.as_str(), small_digest.as_str()]);
+
+    // 6. Upstream goes away; shoal keeps serving what it holds.
+    registry.stop();
+    assert!(
+        try_request(Method::GET, &format!("{}/v2/", registry.url()), &[])
+            .await
+            .is_err(),
+        "docker-registry still answers after being killed"
+    );
+    let before = shoal.stats().await;
+    let (report, outdir) = pull(3).await;
+    check_pull(&report, &outdir, &files, &shoal_host);
+    let head = curl(
+        &curl_dir,
+        &["-I"],
+        &format!("{}/v2/{REPO}/blobs/{small_digest}", shoal.url()),
+    )
+    .await;
+    assert_eq!(head.status, 200, "HEAD with upstream down");
+    assert_eq!(
+        head.header("content-length"),
+        Some(small.len().to_string().as_str())
+    );
+    let after = shoal.stats().await;
+    assert!(
+        counter(&after, "manifest_stale") > counter(&before, "manifest_stale"),
+        "the tag was not revalidated (and failed) while upstream was down: {before} -> {after}"
+    );
+    assert_eq!(counter(&after, "upstream_bytes"), up, "{after}");
+    assert_eq!(counter(&after, "fills_started"), 2, "{after}");
+
+    shoal.stop().await;
+}
