@@ -1,0 +1,554 @@
+//! `ollama pull` through shoal, replayed by gopull: the Go stand-in for ollama's registry
+//! client in `../shared/tools/ollama-pull` (Go's own net/http, ollama's part layout, stall
+//! timer, retries and on-disk layout), run as a subprocess in mirror-name mode
+//! (`-insecure 127.0.0.1:<port>/library/<model>:<tag>`).
+//!
+//! Needs the gopull source beside the repository and `go` (`apt-get install golang-go`).
+//! Without the source every test prints `SKIPPED` and passes; without `go` too, unless
+//! `SHOAL_REQUIRE_E2E=1` (CI), which makes it a failure.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+const MIB: usize = 1 << 20;
+/// Small parts, so that test blobs are split into many ranged GETs as big models are.
+const MIN_PART: &str = "262144";
+
+// ---------------------------------------------------------------------------------------
+// Building gopull
+
+fn gopull_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/ollama-pull")
+}
+
+/// The gopull binary, built at most once per test process (and reused across processes
+/// while the source is unchanged); `None` when the test must be skipped.
+fn gopull() -> Option<PathBuf> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let src = gopull_src();
+            if !src.join("main.go").is_file() {
+                println!(
+                    "SKIPPED: gopull source not found at {} (it lives beside the repository, \
+                     in ../shared/tools/ollama-pull)",
+                    src.display()
+                );
+                return None;
+            }
+            let go = Command::new("go").arg("version").output();
+            if !go.as_ref().is_ok_and(|o| o.status.success()) {
+                let msg = format!(
+                    "gopull tests need Go >= 1.19 to build {}: apt-get install golang-go ({go:?})",
+                    src.display()
+                );
+                if std::env::var("SHOAL_REQUIRE_E2E").as_deref() == Ok("1") {
+                    panic!("{msg}; SHOAL_REQUIRE_E2E=1 makes this a failure");
+                }
+                println!("SKIPPED: {msg}");
+                return None;
+            }
+            Some(build(&src))
+        })
+        .clone()
+}
+
+fn build(src: &Path) -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gopull");
+    std::fs::create_dir_all(&out).unwrap();
+    // Serializes builds across test processes (nextest runs one per test).
+    let lock = std::fs::File::create(out.join("build.lock")).unwrap();
+    lock.lock().unwrap();
+    let bin = out.join("gopull");
+    if is_fresh(&bin, src) {
+        return bin;
+    }
+    let tmp = out.join(format!("gopull.tmp-{}", std::process::id()));
+    let o = Command::new("go")
+        .args(["build", "-buildvcs=false", "-o"])
+        .arg(&tmp)
+        .arg(".")
+        .current_dir(src)
+        // Hermetic: our own cache, no cgo (no C compiler needed), no toolchain or module
+        // downloads.
+        .env("GOCACHE", out.join("go-cache"))
+        .env("CGO_ENABLED", "0")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .expect("run go build");
+    assert!(
+        o.status.success(),
+        "go build of {} failed:\n{}{}",
+        src.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::rename(&tmp, &bin).unwrap();
+    bin
+}
+
+/// The binary exists and is newer than every file of the source.
+fn is_fresh(bin: &Path, src: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    std::fs::read_dir(src).unwrap().all(|e| {
+        e.and_then(|e| e.metadata())
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t <= built)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Running gopull
+
+/// Kills the child when dropped, so a test that times out leaves no process behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Outcome {
+    code: Option<i32>,
+    /// gopull's last stdout line.
+    json: Value,
+    stderr: String,
+}
+
+impl Outcome {
+    fn ok(&self) -> bool {
+        self.code == Some(0) && self.json["ok"] == true
+    }
+
+    fn expect_ok(&self, what: &str) {
+        assert!(
+            self.ok(),
+            "{what}: gopull failed (exit {:?}): {}\n{}",
+            self.code,
+            self.json,
+            self.stderr
+        );
+    }
+
+    fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or("")
+    }
+}
+
+/// The name ollama is given in mirror-name mode: `<shoal>/<repo>:<tag>`.
+fn name(shoal: &Shoal, repo: &str, tag: &str) -> String {
+    format!("{}/{repo}:{tag}", shoal.addr())
+}
+
+/// Runs `gopull -insecure -models <models> [extra...] <name>` to its end.
+async fn run_gopull(bin: &Path, models: &Path, name: &str, extra: &[&str]) -> Outcome {
+    let logs = tempfile::tempdir().unwrap();
+    let out_path = logs.path().join("stdout");
+    let err_path = logs.path().join("stderr");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-insecure")
+        .arg("-models")
+        .arg(models)
+        .args(["-min-part", MIN_PART])
+        .args(extra)
+        .arg(name)
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("OLLAMA_MODELS")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    let mut child = Running(cmd.spawn().expect("spawn gopull"));
+    // No tokio "process" feature here: poll the child instead of blocking a worker thread.
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap();
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    let last = stdout.lines().last().unwrap_or("");
+    let json = serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!("gopull's last stdout line is not JSON ({e}): {stdout:?}\nstderr:\n{stderr}")
+    });
+    // Shown by the test harness when the test fails.
+    println!("gopull {name} exited {status}: {last}\n{stderr}");
+    Outcome {
+        code: status.code(),
+        json,
+        stderr,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Checks
+
+/// Every blob of the model in the order ollama pulls them: layers, then the config.
+fn blobs_of(m: &Model) -> Vec<&[u8]> {
+    m.layers
+        .iter()
+        .map(|l| &l[..])
+        .chain([&m.config[..]])
+        .collect()
+}
+
+fn total_bytes(m: &Model) -> u64 {
+    blobs_of(m).iter().map(|b| b.len() as u64).sum()
+}
+
+/// The models dir holds what ollama would: the byte-identical manifest under the mirror
+/// name, every blob complete and hashing to its digest, no partial files left.
+fn assert_models_dir(models: &Path, shoal: &Shoal, repo: &str, tag: &str, m: &Model) {
+    let manifest = models
+        .join("manifests")
+        .join(shoal.addr().to_string())
+        .join(repo)
+        .join(tag);
+    let got = std::fs::read(&manifest)
+        .unwrap_or_else(|e| panic!("manifest file {}: {e}", manifest.display()));
+    assert!(
+        got == m.manifest,
+        "manifest file must be byte-identical to upstream's"
+    );
+    let mut want = BTreeSet::new();
+    for blob in blobs_of(m) {
+        let hex = sha256_hex(blob);
+        let path = models.join("blobs").join(format!("sha256-{hex}"));
+        let data =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("blob file {}: {e}", path.display()));
+        assert_eq!(data.len(), blob.len(), "{}", path.display());
+        assert_eq!(sha256_hex(&data), hex, "{}", path.display());
+        want.insert(format!("sha256-{hex}"));
+    }
+    let present: BTreeSet<String> = std::fs::read_dir(models.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(present, want, "only complete blobs, no partial files");
+}
+
+/// The JSON of a pull that downloaded every blob from shoal.
+fn assert_downloaded_all(o: &Outcome, shoal: &Shoal, m: &Model) {
+    let j = &o.json;
+    assert_eq!(j["bytes"], total_bytes(m), "{j}");
+    assert_eq!(
+        j["manifest_sha256"].as_str(),
+        Some(sha256_hex(&m.manifest).as_str()),
+        "{j}"
+    );
+    let statuses = j["statuses"].as_object().unwrap();
+    assert!(
+        statuses.keys().all(|k| k == "206") && statuses.contains_key("206"),
+        "every ranged part answered 206: {j}"
+    );
+    let registry = j["registry_statuses"].as_object().unwrap();
+    assert!(
+        registry.keys().all(|k| k == "200"),
+        "manifest, HEAD and direct-URL requests answered 200: {j}"
+    );
+    let blobs = j["blobs"].as_array().unwrap();
+    assert_eq!(blobs.len(), blobs_of(m).len(), "{j}");
+    for (b, data) in blobs.iter().zip(blobs_of(m)) {
+        assert_eq!(b["digest"], format!("sha256:{}", sha256_hex(data)), "{j}");
+        assert_eq!(b["cached"], false, "{j}");
+        assert_eq!(b["bytes"], data.len() as u64, "{j}");
+        assert_eq!(
+            b["direct_host"].as_str(),
+            Some(shoal.addr().to_string().as_str()),
+            "the direct URL stays on shoal: {j}"
+        );
+    }
+}
+
+/// Waits until shoal has no fill running and returns its stats.
+async fn settled_stats(shoal: &Shoal) -> Value {
+    let idle = eventually(Duration::from_secs(20), async || {
+        shoal.stats().await["fills_running"] == 0
+    })
+    .await;
+    let stats = shoal.stats().await;
+    assert!(idle, "fills still running: {stats}");
+    stats
+}
+
+fn model() -> Model {
+    Model::new(vec![
+        blob_bytes(6 * MIB + 12345, 11),
+        blob_bytes(300_000, 12),
+    ])
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cold_pull() {
+    let Some(bin) = gopull() else { return };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let m = model();
+        up.add_model("library/granite-code", "8b", &m);
+        let shoal = Shoal::start(&up.url()).await;
+        let models = tempfile::tempdir().unwrap();
+
+        let o = run_gopull(
+            &bin,
+            models.path(),
+            &name(&shoal, "library/granite-code", "8b"),
+            &["-stall", "10s"],
+        )
+        .await;
+        o.expect_ok("cold pull");
+        assert_downloaded_all(&o, &shoal, &m);
+        assert_models_dir(models.path(), &shoal, "library/granite-code", "8b", &m);
+        let j = &o.json;
+        assert_eq!(j["retries"], 0, "{j}");
+        assert_eq!(j["stalls"], 0, "{j}");
+        assert_eq!(j["bytes_copied"], total_bytes(&m), "{j}");
+        assert!(
+            j["blobs"][0]["parts"].as_u64().unwrap() >= 16,
+            "split like ollama: {j}"
+        );
+        assert_eq!(up.counts.blob_redirects.load(SeqCst), 3);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warm_pull_stays_local() {
+    let Some(bin) = gopull() else { return };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let m = model();
+        up.add_model("library/granite-code", "8b", &m);
+        let shoal = Shoal::start(&up.url()).await;
+        let pull_name = name(&shoal, "library/granite-code", "8b");
+
+        let cold = tempfile::tempdir().unwrap();
+        run_gopull(&bin, cold.path(), &pull_name, &["-stall", "10s"])
+            .await
+            .expect_ok("cold pull");
+        // Ranged readers do not wait for verification, so the last commit may trail the pull.
+        let committed = eventually(Duration::from_secs(10), async || {
+            shoal.stats().await["blobs"] == 3
+        })
+        .await;
+        assert!(committed, "{}", shoal.stats().await);
+
+        let cdn_gets = up.counts.cdn_gets.load(SeqCst);
+        let cdn_heads = up.counts.cdn_heads.load(SeqCst);
+        let redirects = up.counts.blob_redirects.load(SeqCst);
+        let manifests = up.counts.manifest_gets.load(SeqCst);
+        let upstream_bytes = shoal.stats().await["upstream_bytes"].clone();
+
+        let warm = tempfile::tempdir().unwrap();
+        let o = run_gopull(&bin, warm.path(), &pull_name, &["-stall", "10s"]).await;
+        o.expect_ok("warm pull");
+        assert_downloaded_all(&o, &shoal, &m);
+        assert_models_dir(warm.path(), &shoal, "library/granite-code", "8b", &m);
+        assert_eq!(up.counts.cdn_gets.load(SeqCst), cdn_gets);
+        assert_eq!(up.counts.cdn_heads.load(SeqCst), cdn_heads);
+        assert_eq!(up.counts.blob_redirects.load(SeqCst), redirects);
+        assert!(
+            up.counts.manifest_gets.load(SeqCst) <= manifests + 1,
+            "at most one manifest revalidation"
+        );
+        let stats = shoal.stats().await;
+        assert_eq!(stats["upstream_bytes"], upstream_bytes, "{stats}");
+        assert!(stats["blob_hits"].as_u64().unwrap() >= 3, "{stats}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_cold_pulls_fill_each_blob_once() {
+    let Some(bin) = gopull() else { return };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let m = Model::new(vec![
+            blob_bytes(10 * MIB + 777, 21),
+            blob_bytes(500_000, 22),
+        ]);
+        up.add_model("library/tiny", "1b", &m);
+        let shoal = Shoal::start(&up.url()).await;
+        let pull_name = name(&shoal, "library/tiny", "1b");
+
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let pulls = dirs
+            .iter()
+            .map(|d| run_gopull(&bin, d.path(), &pull_name, &["-stall", "10s"]));
+        let outcomes = futures_util::future::join_all(pulls).await;
+        for (o, d) in outcomes.iter().zip(&dirs) {
+            o.expect_ok("concurrent pull");
+            assert_downloaded_all(o, &shoal, &m);
+            assert_models_dir(d.path(), &shoal, "library/tiny", "1b", &m);
+        }
+        assert_eq!(
+            up.counts.blob_redirects.load(SeqCst),
+            blobs_of(&m).len(),
+            "one fill per blob for four pulls"
+        );
+        let stats = settled_stats(&shoal).await;
+        assert_eq!(stats["fills_started"], blobs_of(&m).len(), "{stats}");
+        let received = stats["upstream_bytes"].as_u64().unwrap();
+        assert!(
+            received < total_bytes(&m) * 3 / 2,
+            "{received} bytes from upstream for {}: fills were not shared",
+            total_bytes(&m)
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_stall_is_hidden_from_ollama() {
+    let Some(bin) = gopull() else { return };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let m = model();
+        up.add_model("library/granite-code", "8b", &m);
+        let hex = sha256_hex(&m.layers[0]);
+        // The first two CDN GETs of the big layer send 300 KB and then hang for a minute.
+        up.faults
+            .lock()
+            .unwrap()
+            .stall
+            .insert(hex.clone(), (2, 300_000));
+        let shoal = Shoal::start(&up.url()).await;
+        let models = tempfile::tempdir().unwrap();
+
+        // ollama's own 30 s stall timer: shoal (stall_timeout 2s in tests) must switch
+        // connections long before it fires.
+        let o = run_gopull(
+            &bin,
+            models.path(),
+            &name(&shoal, "library/granite-code", "8b"),
+            &["-stall", "30s"],
+        )
+        .await;
+        o.expect_ok("pull over a stalling upstream");
+        assert_eq!(
+            o.json["stalls"], 0,
+            "gopull's stall timer fired: {}",
+            o.json
+        );
+        assert_eq!(o.json["retries"], 0, "{}", o.json);
+        assert_downloaded_all(&o, &shoal, &m);
+        assert_models_dir(models.path(), &shoal, "library/granite-code", "8b", &m);
+        let left = up.faults.lock().unwrap().stall[&hex].0;
+        assert_eq!(left, 0, "the stalling GETs were made");
+        let secs = o.json["secs"].as_f64().unwrap();
+        assert!(secs < 20.0, "took {secs}s");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupt_upstream_blob_is_never_cached() {
+    let Some(bin) = gopull() else { return };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let m = Model::new(vec![blob_bytes(2 * MIB + 99, 31)]);
+        up.add_model("library/granite-code", "8b", &m);
+        let hex = sha256_hex(&m.layers[0]);
+        let mut bad = m.layers[0].to_vec();
+        for b in bad.iter_mut().skip(1000).step_by(4096) {
+            *b ^= 0x5a;
+        }
+        up.faults.lock().unwrap().corrupt.insert(hex.clone(), bad);
+        let shoal = Shoal::start(&up.url()).await;
+        let models = tempfile::tempdir().unwrap();
+        let pull_name = name(&shoal, "library/granite-code", "8b");
+        // Short part retry sleeps: shoal may abort the ranged bodies of a failed fill.
+        let flags = ["-stall", "10s", "-backoff-scale", "0.05"];
+
+        let o = run_gopull(&bin, models.path(), &pull_name, &flags).await;
+        assert!(!o.ok(), "a corrupt blob must fail the pull: {}", o.json);
+        assert_eq!(o.code, Some(1), "{}\n{}", o.json, o.stderr);
+        assert_eq!(o.json["ok"], false);
+        assert!(
+            !models
+                .path()
+                .join("blobs")
+                .join(format!("sha256-{hex}"))
+                .exists(),
+            "gopull removed the bad blob"
+        );
+
+        // Only the config was cached; the corrupt layer was not.
+        let stats = settled_stats(&shoal).await;
+        assert_eq!(stats["blobs"], 1, "{stats}");
+        assert_eq!(stats["cache_bytes"], m.config.len(), "{stats}");
+        assert!(stats["fills_failed"].as_u64().unwrap() >= 1, "{stats}");
+
+        // Upstream is fixed: the same pull, retried as a user would, now succeeds.
+        up.faults.lock().unwrap().corrupt.remove(&hex);
+        let o = run_gopull(&bin, models.path(), &pull_name, &flags).await;
+        o.expect_ok("pull after the fault is gone");
+        assert_models_dir(models.path(), &shoal, "library/granite-code", "8b", &m);
+        let blobs = o.json["blobs"].as_array().unwrap();
+        assert_eq!(blobs[0]["cached"], false, "{}", o.json);
+        assert_eq!(
+            blobs[1]["cached"], true,
+            "the config stayed on disk: {}",
+            o.json
+        );
+        let committed = eventually(Duration::from_secs(10), async || {
+            shoal.stats().await["blobs"] == 2
+        })
+        .await;
+        assert!(committed, "{}", shoal.stats().await);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_model_is_file_does_not_exist() {
+    let Some(bin) = gopull() else { return };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        up.add_model("library/granite-code", "8b", &model());
+        let shoal = Shoal::start(&up.url()).await;
+        let models = tempfile::tempdir().unwrap();
+
+        for (repo, tag) in [("library/nope", "1b"), ("library/granite-code", "70b")] {
+            let o = run_gopull(&bin, models.path(), &name(&shoal, repo, tag), &[]).await;
+            assert_eq!(o.code, Some(1), "{}\n{}", o.json, o.stderr);
+            assert_eq!(o.json["ok"], false);
+            assert!(
+                o.error().contains("file does not exist"),
+                "404 passed through to ollama: {}",
+                o.json
+            );
+            assert_eq!(o.json["registry_statuses"]["404"], 1, "{}", o.json);
+        }
+        assert!(!models.path().join("manifests").exists());
+        assert_eq!(shoal.stats().await["fills_started"], 0);
+    })
+    .await
+    .expect("test timed out");
+}
