@@ -500,6 +500,7 @@ async fn scenario(tools: Tools) {
     })
     .await;
     let cold = shoal.stats().await;
+    eprintln!("stats after the cold pull: {cold}");
     assert!(settled, "fills did not complete: {cold}");
     assert_eq!(counter(&cold, "cache_bytes"), total, "{cold}");
     assert_eq!(counter(&cold, "fills_started"), 2, "{cold}");
@@ -635,6 +636,23 @@ async fn scenario(tools: Tools) {
     assert_eq!(
         head.header("content-length"),
         Some(small.len().to_string().as_str())
+    );
+    // By digest too (what containerd asks for after resolving a tag): immutable, so
+    // served from the store with no upstream at all.
+    let by_digest = curl(
+        &curl_dir,
+        &["-H", &accept],
+        &format!("{}/v2/{REPO}/manifests/{manifest_digest}", shoal.url()),
+    )
+    .await;
+    assert_eq!(
+        by_digest.status, 200,
+        "manifest by digest with upstream down"
+    );
+    assert!(by_digest.body == direct.body, "manifest by digest differs");
+    assert_eq!(
+        by_digest.header("docker-content-digest"),
+        Some(manifest_digest.as_str())
     );
     let after = shoal.stats().await;
     assert!(
