@@ -58,7 +58,6 @@ def push(args, log):
         target=f"{args.registry}/{args.target}",
         files=files,
         disable_path_validation=True,
-        quiet=True,
     )
     return {
         "ok": True,
