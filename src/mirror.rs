@@ -108,6 +108,35 @@ impl Error {
         }
     }
 
+    /// What a client may be told: what failed, never upstream URLs or internal detail
+    /// (those go to the log).
+    pub fn client_message(&self) -> String {
+        let why = |kind: ErrorKind| match kind {
+            ErrorKind::NotFound => "it is not known upstream",
+            ErrorKind::Timeout => "upstream did not answer in time",
+            ErrorKind::Upstream => "upstream is unreachable or failing",
+            ErrorKind::Integrity => "upstream sent bytes that do not match the digest",
+            ErrorKind::Storage => "the cache's disk is full",
+            ErrorKind::Internal => "of an internal error",
+        };
+        match self {
+            Error::BlobUpstream { repo, digest, .. } => {
+                format!("cannot get blob {digest} of {repo}: {}", why(self.kind()))
+            }
+            Error::ManifestUpstream {
+                repo, reference, ..
+            } => format!(
+                "cannot get manifest {reference} of {repo}: {}",
+                why(self.kind())
+            ),
+            Error::Fill { digest, kind, .. } => {
+                format!("cannot get blob {digest}: {}", why(*kind))
+            }
+            Error::ManifestMismatch { .. } | Error::Unsatisfiable { .. } => self.to_string(),
+            Error::Store { .. } | Error::Read { .. } => "internal error".to_owned(),
+        }
+    }
+
     /// For 416 answers: the blob's size.
     pub fn unsatisfiable_size(&self) -> Option<u64> {
         match self {
@@ -196,18 +225,32 @@ impl Mirror {
         self.inner.fills.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A complete blob, or the one fill for it (started here if none runs). The store is
-    /// checked under the fills lock: a fill commits to the store before it leaves the map,
-    /// so no request can miss both and start a second fill.
-    fn lookup(&self, repo: &RepoName, digest: &Digest, meta: &ClientMeta) -> Lookup {
-        let mut fills = self.fills();
+    /// A complete blob, or the running fill for it. Called with the fills map locked: a
+    /// fill commits to the store before it leaves the map, so no request misses both.
+    fn find(&self, fills: &HashMap<Digest, Arc<Fill>>, digest: &Digest) -> Option<Lookup> {
         if let Some(lease) = self.inner.store.acquire(digest) {
-            return Lookup::Stored(lease);
+            return Some(Lookup::Stored(lease));
         }
-        if let Some(f) = fills.get(digest) {
-            return Lookup::Filling(f.clone());
+        fills.get(digest).map(|f| Lookup::Filling(f.clone()))
+    }
+
+    fn lookup(&self, digest: &Digest) -> Option<Lookup> {
+        self.find(&self.fills(), digest)
+    }
+
+    /// As `lookup`, starting the one fill for the digest (from `probe`) if none runs.
+    fn lookup_or_start(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        meta: &ClientMeta,
+        probe: BlobProbe,
+    ) -> Lookup {
+        let mut fills = self.fills();
+        if let Some(found) = self.find(&fills, digest) {
+            return found;
         }
-        let fill = Fill::new(*digest, repo.clone(), meta.clone());
+        let fill = Fill::new(*digest, repo.clone(), meta.clone(), probe);
         fills.insert(*digest, fill.clone());
         Stats::add(&self.inner.stats.fills_started, 1);
         crate::task::spawn("fill", {
@@ -259,7 +302,9 @@ impl Mirror {
             .size)
     }
 
-    /// Opens a blob for reading, whole or a range of it.
+    /// Opens a blob for reading, whole or a range of it. A blob neither held nor filling
+    /// is probed upstream first (one probe however many ask), so an unknown digest is a
+    /// plain "not found" and never starts a fill.
     pub async fn open_blob(
         &self,
         repo: &RepoName,
@@ -267,7 +312,21 @@ impl Mirror {
         range: Option<RangeSpec>,
         meta: &ClientMeta,
     ) -> Result<BlobRead> {
-        match self.lookup(repo, digest, meta) {
+        let found = match self.lookup(digest) {
+            Some(found) => found,
+            None => {
+                let probe =
+                    self.probe(repo, digest, meta)
+                        .await
+                        .map_err(|source| Error::BlobUpstream {
+                            repo: repo.clone(),
+                            digest: *digest,
+                            source,
+                        })?;
+                self.lookup_or_start(repo, digest, meta, probe)
+            }
+        };
+        match found {
             Lookup::Stored(lease) => {
                 Stats::add(&self.inner.stats.blob_hits, 1);
                 read::from_store(self.inner.stats.clone(), *digest, lease, range).await

@@ -161,6 +161,16 @@ async fn unknown_things_are_404_and_never_401() {
 
         let r = get(&format!("{base}/v2/a/blobs/sha256:{HEX}"), &[]).await;
         assert_eq!((r.status, r.oci_code().as_str()), (404, "BLOB_UNKNOWN"));
+        let msg = r.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            msg.contains("not known upstream") && !msg.contains("127.0.0."),
+            "{msg}"
+        );
+        let stats = shoal.stats().await;
+        assert_eq!(stats["fills_started"], 0, "an unknown blob starts no fill");
         let r = head(&format!("{base}/v2/a/blobs/sha256:{HEX}"), &[]).await;
         assert_eq!(r.status, 404);
         assert!(r.body.is_empty());

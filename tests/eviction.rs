@@ -31,8 +31,8 @@ async fn lru_eviction_spares_blobs_in_use() {
             .await
         };
 
-        for i in 0..2 {
-            assert_eq!(get(&url(i), &[]).await.body, blobs[i].1);
+        for (i, (_, data)) in blobs.iter().enumerate().take(2) {
+            assert_eq!(&get(&url(i), &[]).await.body[..], &data[..]);
         }
         assert!(cached(2).await);
 

@@ -229,6 +229,10 @@ async fn manifest_that_does_not_match_its_digest_is_refused() {
         .await;
         assert_eq!(r.status, 502);
         assert!(String::from_utf8_lossy(&r.body).contains("hashes to"));
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("127.0.0."),
+            "no upstream URLs"
+        );
         // By its real digest it is fine, and carries Docker-Content-Digest.
         let real = format!("sha256:{}", sha256_hex(body.as_bytes()));
         let r = get(

@@ -93,11 +93,11 @@ impl HttpError {
         } else {
             tracing::debug!(%status, error = %chain, "request refused");
         }
-        // Internal errors get a generic text; their detail is in the log.
-        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            "internal error".to_owned()
-        } else {
-            chain
+        // Clients learn what failed; upstream URLs and internal detail stay in the log.
+        let message = match &self {
+            HttpError::Mirror(e) => e.client_message(),
+            _ if status == StatusCode::INTERNAL_SERVER_ERROR => "internal error".to_owned(),
+            _ => chain,
         };
         let mut builder = Response::builder().status(status);
         if let HttpError::Mirror(e) = &self {

@@ -27,7 +27,7 @@ use super::sched::{Job, Sched};
 use super::{ErrorKind, Mirror};
 use crate::oci::{Digest, RepoName};
 use crate::stats::Stats;
-use crate::upstream::{self, ClientMeta};
+use crate::upstream::{self, BlobProbe, ClientMeta};
 
 /// Bytes a worker gathers before one write; also how soon readers see them.
 pub(crate) const FLUSH: usize = 1 << 20;
@@ -99,6 +99,8 @@ pub struct Fill {
     pub digest: Digest,
     repo: RepoName,
     meta: ClientMeta,
+    /// Size and location, found before the fill was started.
+    probe: BlobProbe,
     state: Mutex<State>,
     /// Bumped whenever bytes land or the outcome changes: readers and the hasher wait on it.
     landed_tx: watch::Sender<u64>,
@@ -175,11 +177,12 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 impl Fill {
-    pub fn new(digest: Digest, repo: RepoName, meta: ClientMeta) -> Arc<Fill> {
+    pub fn new(digest: Digest, repo: RepoName, meta: ClientMeta, probe: BlobProbe) -> Arc<Fill> {
         Arc::new(Fill {
             digest,
             repo,
             meta,
+            probe,
             state: Mutex::new(State {
                 info: None,
                 sched: None,
@@ -314,10 +317,7 @@ impl Fill {
 
     async fn fill(self: &Arc<Self>, m: &Mirror) -> Result<u64, Failure> {
         let cfg = &m.inner.cfg.fetch;
-        let probe = m
-            .probe(&self.repo, &self.digest, &self.meta)
-            .await
-            .map_err(|e| Failure::upstream(&e))?;
+        let probe = self.probe.clone();
         let size = probe.size;
         self.lock().reserved = size;
         m.reserve(&self.digest, size).await;

@@ -1,6 +1,7 @@
 //! Test support: a shoal on 127.0.0.1:0 with a temp data dir, a fake upstream that behaves
 //! like registry.ollama.ai, and clients that pull the way ollama and OCI clients do.
-#![allow(dead_code)]
+//! Each test binary uses a different part of it.
+#![allow(dead_code, unused_imports)]
 
 pub mod client;
 pub mod upstream;
