@@ -31,35 +31,38 @@ fn gopull_src() -> PathBuf {
 }
 
 /// The gopull binary, built at most once per test process (and reused across processes
-/// while the source is unchanged); `None` when the test must be skipped.
+/// while the source is unchanged); `None` when the test must be skipped, said on stdout.
 fn gopull() -> Option<PathBuf> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let src = gopull_src();
-            if !src.join("main.go").is_file() {
-                println!(
-                    "SKIPPED: gopull source not found at {} (it lives beside the repository, \
-                     in ../shared/tools/ollama-pull)",
-                    src.display()
-                );
-                return None;
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let src = gopull_src();
+        if !src.join("main.go").is_file() {
+            return Err(format!(
+                "gopull source not found at {} (it lives beside the repository, in \
+                 ../shared/tools/ollama-pull)",
+                src.display()
+            ));
+        }
+        let go = Command::new("go").arg("version").output();
+        if !go.as_ref().is_ok_and(|o| o.status.success()) {
+            let msg = format!(
+                "gopull tests need Go >= 1.19 to build {}: apt-get install golang-go ({go:?})",
+                src.display()
+            );
+            if std::env::var("SHOAL_REQUIRE_E2E").as_deref() == Ok("1") {
+                panic!("{msg}; SHOAL_REQUIRE_E2E=1 makes this a failure");
             }
-            let go = Command::new("go").arg("version").output();
-            if !go.as_ref().is_ok_and(|o| o.status.success()) {
-                let msg = format!(
-                    "gopull tests need Go >= 1.19 to build {}: apt-get install golang-go ({go:?})",
-                    src.display()
-                );
-                if std::env::var("SHOAL_REQUIRE_E2E").as_deref() == Ok("1") {
-                    panic!("{msg}; SHOAL_REQUIRE_E2E=1 makes this a failure");
-                }
-                println!("SKIPPED: {msg}");
-                return None;
-            }
-            Some(build(&src))
-        })
-        .clone()
+            return Err(msg);
+        }
+        Ok(build(&src))
+    });
+    match built {
+        Ok(bin) => Some(bin.clone()),
+        Err(why) => {
+            println!("SKIPPED: {why}");
+            None
+        }
+    }
 }
 
 fn build(src: &Path) -> PathBuf {
