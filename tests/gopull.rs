@@ -555,3 +555,119 @@ async fn unknown_model_is_file_does_not_exist() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn library_style_names() {
+    let Some(bin) = gopull() else { return };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let m = Model::new(vec![blob_bytes(300_000, 41)]);
+        // Dots in model names, upper case and underscores in tags, a user namespace.
+        let names = [
+            ("library/llama3.1", "8b-instruct-q4_K_M"),
+            ("library/qwen2.5-coder", "1.5b"),
+            ("someuser/my_model", "latest"),
+        ];
+        for (repo, tag) in names {
+            up.add_model(repo, tag, &m);
+        }
+        let shoal = Shoal::start(&up.url()).await;
+        for (repo, tag) in names {
+            let models = tempfile::tempdir().unwrap();
+            let o = run_gopull(&bin, models.path(), &name(&shoal, repo, tag), &[]).await;
+            o.expect_ok(&format!("{repo}:{tag}"));
+            assert_models_dir(models.path(), &shoal, repo, tag, &m);
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The real binary, so that it can be killed with SIGKILL.
+struct ShoalProc(Child);
+
+impl Drop for ShoalProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn spawn_shoal(data: &Path, upstream: &str, port: u16) -> ShoalProc {
+    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--upstream", upstream])
+        .env("SHOAL_FETCH__STALL_TIMEOUT", "2s")
+        .env("SHOAL_FETCH__MIN_SPAN", "256KiB")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("shoal binary runs");
+    let health = format!("http://127.0.0.1:{port}/_shoal/v1/health");
+    let ready = eventually(Duration::from_secs(20), async || {
+        try_request(http::Method::GET, &health, &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    assert!(ready, "shoal did not become healthy on port {port}");
+    ShoalProc(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_pull_then_restart() {
+    let Some(bin) = gopull() else { return };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let m = Model::new(vec![blob_bytes(8 * MIB + 5, 51)]);
+        up.add_model("library/granite-code", "8b", &m);
+        let hex = sha256_hex(&m.layers[0]);
+        // Every CDN GET of the layer sends 100 KB and then hangs: the fill crawls.
+        up.faults
+            .lock()
+            .unwrap()
+            .stall
+            .insert(hex.clone(), (usize::MAX, 100_000));
+        let data = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut first = Some(spawn_shoal(data.path(), &up.url(), port).await);
+        let models = tempfile::tempdir().unwrap();
+        let pull_name = format!("127.0.0.1:{port}/library/granite-code:8b");
+
+        // ollama's part retries (1, 2, 4... s) outlast a restart on the same address.
+        let restart = async {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            drop(first.take()); // SIGKILL mid-fill
+            up.faults.lock().unwrap().stall.clear();
+            spawn_shoal(data.path(), &up.url(), port).await
+        };
+        let (o, _second) = tokio::join!(
+            run_gopull(&bin, models.path(), &pull_name, &["-stall", "30s"]),
+            restart
+        );
+        o.expect_ok("pull across a kill -9 of shoal");
+        assert!(
+            o.json["retries"].as_u64().unwrap() > 0,
+            "the kill happened mid-pull: {}",
+            o.json
+        );
+        assert_eq!(o.json["stalls"], 0, "{}", o.json);
+        let blob =
+            std::fs::read(models.path().join("blobs").join(format!("sha256-{hex}"))).unwrap();
+        assert_eq!(sha256_hex(&blob), hex);
+        let manifest = models
+            .path()
+            .join("manifests")
+            .join(format!("127.0.0.1:{port}"))
+            .join("library/granite-code/8b");
+        assert!(std::fs::read(manifest).unwrap() == m.manifest);
+    })
+    .await
+    .expect("test timed out");
+}
