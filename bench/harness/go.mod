@@ -1,0 +1,3 @@
+module shoalbench
+
+go 1.19

@@ -1,0 +1,788 @@
+// Command harness is shoal's benchmark (run it through bench/run, which builds it).
+//
+// In one run, against baselines measured in the same run, it measures:
+//  1. cold pull ratio: gopull (ollama's wire behaviour) of an uncached model through shoal
+//     divided by the same pull straight from the fake upstream (nginx registry + CDN capped
+//     per connection);
+//  2. TTFB: first byte of a 1 KiB range of an uncached blob through shoal, at offset 0 and
+//     mid-blob;
+//  3. warm serving ratio: N parallel ranged GETs of a cached blob, shoal vs nginx (sendfile);
+//  4. peak RSS (VmHWM) of the shoal process after it served at least -min-served bytes.
+//
+// Everything is loopback. Every child runs in its own process group and is killed on exit.
+// Usage: harness [flags]   or   harness rangeget URL SIZE N
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	shoal, gopull, nginx  string
+	work, data, out, repo string
+	rate                  string
+	layerSize, ttfbSize   int64
+	warmSize, minServed   int64
+	coldReps, ttfbReps    int
+	warmReps, parallel    int
+	shoalLog              string
+	keep                  bool
+	phases                string
+	timeout, pullTimeout  time.Duration
+}
+
+func logf(format string, a ...interface{}) {
+	fmt.Fprintf(os.Stderr, "[bench %s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, a...))
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "rangeget" {
+		rangegetMain(os.Args[2:])
+		return
+	}
+	var o options
+	flag.StringVar(&o.shoal, "shoal", "", "shoal binary")
+	flag.StringVar(&o.gopull, "gopull", "", "gopull binary (ollama-pull stand-in)")
+	flag.StringVar(&o.nginx, "nginx", "nginx", "nginx binary")
+	flag.StringVar(&o.work, "work", "", "scratch directory (shoal data dirs, nginx prefix, logs)")
+	flag.StringVar(&o.data, "data", "", "test data directory, generated once and reused")
+	flag.StringVar(&o.out, "out", "", "directory for the JSON results")
+	flag.StringVar(&o.repo, "repo", ".", "shoal repository (for the commit id)")
+	flag.StringVar(&o.rate, "rate", "20m", "nginx limit_rate of each CDN connection")
+	flag.Int64Var(&o.layerSize, "layer-size", 1_600_000_000, "model layer size for the cold pull (ollama parts: clamp(size/16, 100 MB, 1 GB))")
+	flag.Int64Var(&o.ttfbSize, "ttfb-size", 400_000_000, "blob size for the TTFB test")
+	flag.Int64Var(&o.warmSize, "warm-size", 1<<30, "blob size for the warm serving test")
+	flag.Int64Var(&o.minServed, "min-served", 4_000_000_000, "bytes the warm shoal must have served before its peak RSS is read")
+	flag.IntVar(&o.coldReps, "cold-reps", 5, "cold pulls each way")
+	flag.IntVar(&o.ttfbReps, "ttfb-reps", 3, "TTFB samples per offset")
+	flag.IntVar(&o.warmReps, "warm-reps", 5, "timed warm reads each way")
+	flag.IntVar(&o.parallel, "parallel", 16, "parallel ranged GETs in the warm test")
+	flag.StringVar(&o.shoalLog, "shoal-log", "warn", "RUST_LOG for shoal")
+	flag.BoolVar(&o.keep, "keep", false, "keep shoal data dirs")
+	flag.StringVar(&o.phases, "phases", "cold,ttfb,warm", "which measurements to run (warm includes peak RSS)")
+	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "give up after this long")
+	flag.DurationVar(&o.pullTimeout, "pull-timeout", 3*time.Minute, "give up on one pull after this long")
+	flag.Parse()
+	if o.shoal == "" || o.gopull == "" || o.work == "" || o.data == "" || o.out == "" {
+		fmt.Fprintln(os.Stderr, "harness: -shoal, -gopull, -work, -data and -out are required (use bench/run)")
+		os.Exit(2)
+	}
+	// Own process group: bench/run kills the group (and the groups listed in pgids).
+	syscall.Setpgid(0, 0)
+	pgidFile = filepath.Join(o.work, "pgids")
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigs
+		logf("got %v: stopping everything", s)
+		stopAll()
+		os.Exit(130)
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	code, err := run(ctx, &o)
+	cancel()
+	stopAll()
+	if err != nil {
+		logf("ERROR: %v", err)
+		logf("logs are in %s (bench/run keeps it on failure)", o.work)
+		os.Exit(2)
+	}
+	os.Exit(code)
+}
+
+// ---------------------------------------------------------------------------------------
+// Results
+
+type figure struct {
+	Name    string  `json:"name"`
+	Value   float64 `json:"value"`
+	Unit    string  `json:"unit"`
+	Goal    float64 `json:"goal,omitempty"`
+	Limit   float64 `json:"limit"`
+	Pass    bool    `json:"pass"`
+	MetGoal bool    `json:"met_goal"`
+	Detail  string  `json:"detail"`
+}
+
+type coldSample struct {
+	Via        string         `json:"via"`
+	Secs       float64        `json:"secs"`
+	LayerSecs  float64        `json:"layer_secs"`
+	Statuses   map[string]int `json:"statuses"`
+	Retries    int            `json:"retries"`
+	Stalls     int            `json:"stalls"`
+	Upstream   int64          `json:"shoal_upstream_bytes,omitempty"`
+	VmHWM      int64          `json:"shoal_vmhwm_bytes,omitempty"`
+	CommitSecs float64        `json:"shoal_commit_wait_secs,omitempty"`
+	// CPU seconds used during the pull (gopull, nginx, shoal) and the machine's busy
+	// share of all cores over the same interval (other users' load included).
+	CPU         map[string]float64 `json:"cpu_secs"`
+	MachineBusy float64            `json:"machine_busy_share"`
+}
+
+type rssStep struct {
+	After       string `json:"after"`
+	VmHWM       int64  `json:"vmhwm_bytes"`
+	ServedBytes int64  `json:"served_bytes"`
+}
+
+type ttfbSample struct {
+	Offset int64 `json:"offset"`
+	ttfbResult
+}
+
+type report struct {
+	Date        string                 `json:"date"`
+	Host        map[string]string      `json:"host"`
+	Params      map[string]interface{} `json:"params"`
+	CDNRateMBps float64                `json:"cdn_single_connection_MBps"`
+	Cold        []coldSample           `json:"cold_samples"`
+	TTFB        []ttfbSample           `json:"ttfb_samples"`
+	WarmShoal   []float64              `json:"warm_shoal_secs"`
+	WarmNginx   []float64              `json:"warm_nginx_secs"`
+	WarmFill    float64                `json:"warm_cold_fill_full_get_secs"`
+	ShoalStats  map[string]interface{} `json:"warm_shoal_stats"`
+	ColdMaxRSS  int64                  `json:"cold_shoal_max_vmhwm_bytes"`
+	// VmHWM of the warm-test shoal after each step: how the peak builds up.
+	RSSSteps []rssStep `json:"warm_shoal_vmhwm_steps"`
+	Figures  []figure  `json:"figures"`
+	Pass     bool      `json:"pass"`
+	Elapsed  float64   `json:"elapsed_secs"`
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func maxOf(xs []float64) float64 {
+	m := math.Inf(-1)
+	for _, x := range xs {
+		m = math.Max(m, x)
+	}
+	return m
+}
+
+func fmtList(xs []float64, prec int) string {
+	var p []string
+	for _, x := range xs {
+		p = append(p, fmt.Sprintf("%.*f", prec, x))
+	}
+	return strings.Join(p, " ")
+}
+
+// ---------------------------------------------------------------------------------------
+// shoal instances
+
+type shoalProc struct {
+	p       *proc
+	port    int
+	dataDir string
+	name    string
+}
+
+func (s *shoalProc) url() string { return fmt.Sprintf("http://127.0.0.1:%d", s.port) }
+
+func startShoal(o *options, up *upstream, name string) (*shoalProc, error) {
+	dataDir := filepath.Join(o.work, "shoal-"+name)
+	os.RemoveAll(dataDir)
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(o.work, "logs", "shoal-"+name+".log")
+	var last error
+	for attempt := 0; attempt < 3; attempt++ {
+		port, err := freePort("127.0.0.1")
+		if err != nil {
+			return nil, err
+		}
+		p, err := start("shoal-"+name, logPath, []string{"RUST_LOG=" + o.shoalLog}, o.shoal,
+			"serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dataDir,
+			"--upstream", up.registryURL())
+		if err != nil {
+			return nil, err
+		}
+		s := &shoalProc{p: p, port: port, dataDir: dataDir, name: name}
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) && !p.exited() {
+			if _, code, err := getBody(s.url() + "/_shoal/v1/health"); err == nil && code == 200 {
+				return s, nil
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		p.stop(3 * time.Second)
+		last = fmt.Errorf("shoal %s did not become healthy on port %d:\n%s", name, port, logTail(logPath, 15))
+	}
+	return nil, last
+}
+
+func (s *shoalProc) stats() (map[string]interface{}, error) {
+	b, code, err := getBody(s.url() + "/_shoal/v1/stats")
+	if err != nil {
+		return nil, err
+	}
+	if code != 200 {
+		return nil, fmt.Errorf("stats: status %d", code)
+	}
+	var m map[string]interface{}
+	return m, json.Unmarshal(b, &m)
+}
+
+func statInt(m map[string]interface{}, k string) int64 {
+	if v, ok := m[k].(float64); ok {
+		return int64(v)
+	}
+	return -1
+}
+
+// waitIdle waits until no fill runs and at least `blobs` blobs are complete.
+func (s *shoalProc) waitIdle(blobs int64, timeout time.Duration) (map[string]interface{}, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		m, err := s.stats()
+		if err == nil && statInt(m, "fills_running") == 0 && statInt(m, "blobs") >= blobs {
+			return m, nil
+		}
+		if time.Now().After(deadline) {
+			return m, fmt.Errorf("shoal %s: fills not committed after %s (stats %v, err %v)", s.name, timeout, m, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *shoalProc) stop(o *options) {
+	s.p.stop(5 * time.Second)
+	if !o.keep {
+		os.RemoveAll(s.dataDir)
+	}
+}
+
+// ---------------------------------------------------------------------------------------
+// gopull
+
+type pullOut struct {
+	OK             bool           `json:"ok"`
+	Error          *string        `json:"error"`
+	Secs           float64        `json:"secs"`
+	Bytes          int64          `json:"bytes"`
+	ManifestSHA256 string         `json:"manifest_sha256"`
+	Statuses       map[string]int `json:"statuses"`
+	Retries        int            `json:"retries"`
+	Stalls         int            `json:"stalls"`
+	cpu            float64
+	Blobs          []struct {
+		Digest string  `json:"digest"`
+		Cached bool    `json:"cached"`
+		Bytes  int64   `json:"bytes"`
+		Parts  int     `json:"parts"`
+		Secs   float64 `json:"secs"`
+	} `json:"blobs"`
+}
+
+func runPull(ctx context.Context, o *options, d *dataSet, name, tag string) (*pullOut, error) {
+	models := filepath.Join(o.work, "models-"+tag)
+	os.RemoveAll(models)
+	defer os.RemoveAll(models)
+	logPath := filepath.Join(o.work, "logs", "gopull-"+tag+".log")
+	outPath := filepath.Join(o.work, "logs", "gopull-"+tag+".json")
+	// stdout to a file of its own: the last line is the JSON result.
+	p, err := start("gopull-"+tag, outPath, nil, "/bin/sh", "-c",
+		`exec "$0" -insecure -models "$1" "$2" 2>>"$3"`, o.gopull, models, name, logPath)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-p.done:
+	case <-time.After(o.pullTimeout):
+		p.stop(time.Second)
+		return nil, fmt.Errorf("gopull %s: no result after %s\n%s", tag, o.pullTimeout, logTail(logPath, 15))
+	case <-ctx.Done():
+		p.stop(time.Second)
+		return nil, ctx.Err()
+	}
+	p.stop(time.Second)
+	var cpu float64
+	if ps := p.cmd.ProcessState; ps != nil {
+		cpu = (ps.UserTime() + ps.SystemTime()).Seconds()
+	}
+	b, _ := os.ReadFile(outPath)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	var r pullOut
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		return nil, fmt.Errorf("gopull %s: no JSON result (%v)\n%s", tag, err, logTail(logPath, 15))
+	}
+	r.cpu = cpu
+	if !r.OK {
+		msg := "?"
+		if r.Error != nil {
+			msg = *r.Error
+		}
+		return &r, fmt.Errorf("gopull %s failed: %s\n%s", tag, msg, logTail(logPath, 15))
+	}
+	if r.ManifestSHA256 != d.Manifest {
+		return &r, fmt.Errorf("gopull %s: manifest sha256 %s, want %s", tag, r.ManifestSHA256, d.Manifest)
+	}
+	return &r, nil
+}
+
+func (r *pullOut) layerSecs(d *dataSet) float64 {
+	for _, b := range r.Blobs {
+		if strings.HasSuffix(b.Digest, d.Layer.Hex) {
+			return b.Secs
+		}
+	}
+	return math.NaN()
+}
+
+// ---------------------------------------------------------------------------------------
+
+func hostInfo(o *options) map[string]string {
+	h := map[string]string{"cores": fmt.Sprint(runtime.NumCPU()), "go": runtime.Version()}
+	h["hostname"], _ = os.Hostname()
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				h["cpu"] = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		h["mem"] = strings.Join(strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:], " ")
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		h["kernel"] = strings.TrimSpace(string(b))
+	}
+	if out, err := exec.Command("git", "-C", o.repo, "rev-parse", "--short=12", "HEAD").Output(); err == nil {
+		h["shoal_commit"] = strings.TrimSpace(string(out))
+		if st, err := exec.Command("git", "-C", o.repo, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock").Output(); err == nil && len(st) > 0 {
+			h["shoal_commit"] += "-dirty"
+		}
+	}
+	if out, err := exec.Command(o.nginx, "-v").CombinedOutput(); err == nil {
+		h["nginx"] = strings.TrimSpace(strings.TrimPrefix(string(out), "nginx version: "))
+	}
+	return h
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
+}
+
+// readFile pulls a file into the page cache.
+func readFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 1<<20))
+	return err
+}
+
+type bench struct {
+	o   *options
+	d   *dataSet
+	up  *upstream
+	rep *report
+}
+
+func run(ctx context.Context, o *options) (int, error) {
+	t0 := time.Now()
+	for _, d := range []string{o.work, o.out, o.data, filepath.Join(o.work, "logs")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return 0, err
+		}
+	}
+	phases := map[string]bool{}
+	for _, p := range strings.Split(o.phases, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "cold", "ttfb", "warm":
+			phases[p] = true
+		default:
+			return 0, fmt.Errorf("-phases: unknown phase %q (cold, ttfb, warm)", p)
+		}
+	}
+	// nginx workers drop to an unprivileged user when started as root: let it in.
+	os.Chmod(o.work, 0o755)
+	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Host: hostInfo(o)}
+	rep.Host["loadavg_start"] = loadavg()
+	rep.Params = map[string]interface{}{
+		"cdn_limit_rate": o.rate, "layer_size": o.layerSize, "ttfb_size": o.ttfbSize,
+		"warm_size": o.warmSize, "cold_reps": o.coldReps, "ttfb_reps": o.ttfbReps,
+		"warm_reps": o.warmReps, "parallel": o.parallel, "min_served": o.minServed,
+		"shoal_env": shoalEnv(), "phases": o.phases,
+	}
+
+	d, err := prepareData(o.data, o.layerSize, o.ttfbSize, o.warmSize)
+	if err != nil {
+		return 0, fmt.Errorf("test data: %w", err)
+	}
+	up, err := startUpstream(o.nginx, o.work, d, o.rate)
+	if err != nil {
+		return 0, err
+	}
+	logf("upstream: registry %s, CDN http://%s:%d (limit_rate %s per connection), disk baseline :%d",
+		up.registryURL(), cdnHost, up.cdnPort, o.rate, up.diskPort)
+	b := &bench{o: o, d: d, up: up, rep: rep}
+	if err := b.calibrate(ctx); err != nil {
+		return 0, err
+	}
+	if phases["cold"] {
+		if err := b.cold(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if phases["ttfb"] {
+		if err := b.ttfb(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if phases["warm"] {
+		if err := b.warm(ctx); err != nil {
+			return 0, err
+		}
+	}
+	rep.Pass = true
+	for _, f := range rep.Figures {
+		rep.Pass = rep.Pass && f.Pass
+	}
+	rep.Host["loadavg_end"] = loadavg()
+	rep.Elapsed = time.Since(t0).Seconds()
+
+	printSummary(rep)
+	js, _ := json.MarshalIndent(rep, "", "  ")
+	stamp := time.Now().UTC().Format("20060102-150405")
+	path := filepath.Join(o.out, "bench-"+stamp+".json")
+	if err := os.WriteFile(path, append(js, '\n'), 0o644); err != nil {
+		return 0, err
+	}
+	os.WriteFile(filepath.Join(o.out, "latest.json"), append(js, '\n'), 0o644)
+	fmt.Printf("\nJSON: %s (also %s)\n", path, filepath.Join(o.out, "latest.json"))
+	if !rep.Pass {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+// calibrate measures what one CDN connection delivers (~2 s).
+func (b *bench) calibrate(ctx context.Context) error {
+	c, tr := newClient()
+	defer tr.CloseIdleConnections()
+	const n = 40 << 20
+	req, _ := newRangeReq(ctx, b.up.cdnURL(b.d.TTFB), 0, n-1)
+	ts := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("CDN calibration: %w", err)
+	}
+	got, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if got != n {
+		return fmt.Errorf("CDN calibration: %d bytes, want %d", got, n)
+	}
+	b.rep.CDNRateMBps = float64(n) / time.Since(ts).Seconds() / 1e6
+	logf("CDN: one connection delivers %.1f MB/s", b.rep.CDNRateMBps)
+	return nil
+}
+
+// cold: gopull direct from the fake upstream vs through a fresh shoal, interleaved.
+func (b *bench) cold(ctx context.Context) error {
+	o, d, up, rep := b.o, b.d, b.up, b.rep
+	name := func(port int) string { return fmt.Sprintf("127.0.0.1:%d/library/bench:1", port) }
+	var direct, via, directLayer, viaLayer []float64
+	for i := 0; i < o.coldReps; i++ {
+		order := []string{"direct", "shoal"}
+		if i%2 == 1 {
+			order = []string{"shoal", "direct"}
+		}
+		for _, which := range order {
+			tag := fmt.Sprintf("cold%d-%s", i, which)
+			s := coldSample{Via: which}
+			if which == "direct" {
+				meter := newCPUMeter(map[string]int{"nginx": up.proc.pid()})
+				r, err := runPull(ctx, o, d, name(up.regPort), tag)
+				if err != nil {
+					return err
+				}
+				s.CPU, s.MachineBusy = meter.read()
+				s.CPU["gopull"] = r.cpu
+				s.Secs, s.LayerSecs, s.Statuses, s.Retries, s.Stalls = r.Secs, r.layerSecs(d), r.Statuses, r.Retries, r.Stalls
+				direct, directLayer = append(direct, s.Secs), append(directLayer, s.LayerSecs)
+			} else {
+				sh, err := startShoal(o, up, tag)
+				if err != nil {
+					return err
+				}
+				meter := newCPUMeter(map[string]int{"nginx": up.proc.pid(), "shoal": sh.p.pid()})
+				r, err := runPull(ctx, o, d, name(sh.port), tag)
+				if err != nil {
+					sh.stop(o)
+					return fmt.Errorf("%v\nshoal log:\n%s", err, logTail(sh.p.log, 20))
+				}
+				s.CPU, s.MachineBusy = meter.read()
+				s.CPU["gopull"] = r.cpu
+				s.Secs, s.LayerSecs, s.Statuses, s.Retries, s.Stalls = r.Secs, r.layerSecs(d), r.Statuses, r.Retries, r.Stalls
+				tw := time.Now()
+				m, err := sh.waitIdle(2, 60*time.Second)
+				s.CommitSecs = time.Since(tw).Seconds()
+				s.Upstream = statInt(m, "upstream_bytes")
+				s.VmHWM, _ = vmHWM(sh.p.pid())
+				if s.VmHWM > rep.ColdMaxRSS {
+					rep.ColdMaxRSS = s.VmHWM
+				}
+				sh.stop(o)
+				if err != nil {
+					return err
+				}
+				via, viaLayer = append(via, s.Secs), append(viaLayer, s.LayerSecs)
+			}
+			rep.Cold = append(rep.Cold, s)
+			extra := ""
+			if which == "shoal" {
+				extra = fmt.Sprintf(", shoal fetched %.3f GB upstream, committed %.2f s after the pull, peak RSS %.1f MB",
+					float64(s.Upstream)/1e9, s.CommitSecs, float64(s.VmHWM)/1e6)
+			}
+			extra += fmt.Sprintf("; CPU s: gopull %.1f nginx %.1f", s.CPU["gopull"], s.CPU["nginx"])
+			if which == "shoal" {
+				extra += fmt.Sprintf(" shoal %.1f", s.CPU["shoal"])
+			}
+			extra += fmt.Sprintf("; machine %.0f%% busy", 100*s.MachineBusy)
+			if s.Retries > 0 || s.Stalls > 0 {
+				extra += fmt.Sprintf(", %d retries %d stalls", s.Retries, s.Stalls)
+			}
+			logf("cold pull %d %-6s %.2f s (layer download %.2f s)%s", i+1, which, s.Secs, s.LayerSecs, extra)
+		}
+	}
+	coldRatio := median(via) / median(direct)
+	layerRatio := median(viaLayer) / median(directLayer)
+	rep.Figures = append(rep.Figures, mkFigure("cold pull ratio (shoal / direct)", coldRatio, "×", 1.05, 1.15,
+		fmt.Sprintf("gopull of a %s layer + config, median of %d: shoal %.2f s [%s] vs direct %.2f s [%s]; layer download phase alone (before gopull's sha256 pass): %.3f (shoal %.2f s vs %.2f s)",
+			sizeStr(d.Layer.Size), o.coldReps, median(via), fmtList(via, 2), median(direct), fmtList(direct, 2),
+			layerRatio, median(viaLayer), median(directLayer))))
+	return nil
+}
+
+// ttfb: first byte of 1 KiB ranges of an uncached blob, a fresh shoal for every sample.
+func (b *bench) ttfb(ctx context.Context) error {
+	o, d, up, rep := b.o, b.d, b.up, b.rep
+	mid := d.TTFB.Size / 2
+	by := map[int64][]float64{}
+	for i := 0; i < o.ttfbReps; i++ {
+		for _, off := range []int64{0, mid} {
+			tag := fmt.Sprintf("ttfb%d-%d", i, off)
+			sh, err := startShoal(o, up, tag)
+			if err != nil {
+				return err
+			}
+			r, err := ttfb(ctx, sh.url()+"/v2/library/bench/blobs/"+d.TTFB.digest(), d.blobPath(d.TTFB), off, 1024)
+			sh.stop(o)
+			if err != nil {
+				return fmt.Errorf("TTFB at %d: %v\nshoal log:\n%s", off, err, logTail(sh.p.log, 20))
+			}
+			rep.TTFB = append(rep.TTFB, ttfbSample{Offset: off, ttfbResult: r})
+			by[off] = append(by[off], r.FirstByte)
+			logf("ttfb %d offset %-10d first byte %.3f s (headers %.3f s, 1 KiB %.3f s)", i+1, off, r.FirstByte, r.Headers, r.Total)
+		}
+	}
+	for _, off := range []int64{0, mid} {
+		rep.Figures = append(rep.Figures, mkFigure(fmt.Sprintf("TTFB, 1 KiB at offset %d", off), median(by[off]), "s", 0, 0.5,
+			fmt.Sprintf("uncached %s blob, median of %d [%s], worst %.3f s", sizeStr(d.TTFB.Size), len(by[off]), fmtList(by[off], 3), maxOf(by[off]))))
+	}
+	return nil
+}
+
+// warm: parallel ranged GETs of a cached blob, shoal vs nginx; then shoal's peak RSS.
+func (b *bench) warm(ctx context.Context) error {
+	o, d, up, rep := b.o, b.d, b.up, b.rep
+	sh, err := startShoal(o, up, "warm")
+	if err != nil {
+		return err
+	}
+	defer sh.stop(o)
+	step := func(what string) {
+		h, _ := vmHWM(sh.p.pid())
+		var served int64 = -1
+		if m, err := sh.stats(); err == nil {
+			served = statInt(m, "served_bytes")
+		}
+		rep.RSSSteps = append(rep.RSSSteps, rssStep{After: what, VmHWM: h, ServedBytes: served})
+	}
+	step("start")
+	blobURL := sh.url() + "/v2/library/bench/blobs/" + d.Warm.digest()
+	el, err := fullGet(ctx, blobURL, d.Warm)
+	if err != nil {
+		return fmt.Errorf("warm: cold full GET through shoal: %v\nshoal log:\n%s", err, logTail(sh.p.log, 20))
+	}
+	rep.WarmFill = el.Seconds()
+	logf("warm: filled %s through shoal with one plain GET in %.2f s (client hashing included)", human(d.Warm.Size), el.Seconds())
+	if _, err := sh.waitIdle(1, 60*time.Second); err != nil {
+		return err
+	}
+	step("cold fill by a plain GET")
+	if el, err = fullGet(ctx, blobURL, d.Warm); err != nil {
+		return fmt.Errorf("warm: cached full GET through shoal: %v", err)
+	}
+	step("cached plain GET")
+	logf("warm: cached full GET %.2f s, digest ok", el.Seconds())
+	if err := readFile(d.blobPath(d.Warm)); err != nil {
+		return err
+	}
+	nginxURL := up.diskURL(d.Warm)
+	for _, u := range []string{nginxURL, blobURL} { // untimed warm-up round
+		if _, err := rangeGet(ctx, u, d.Warm.Size, o.parallel); err != nil {
+			return fmt.Errorf("warm-up %s: %v", u, err)
+		}
+	}
+	for i := 0; i < o.warmReps; i++ {
+		order := []string{"nginx", "shoal"}
+		if i%2 == 1 {
+			order = []string{"shoal", "nginx"}
+		}
+		for _, which := range order {
+			u := nginxURL
+			if which == "shoal" {
+				u = blobURL
+			}
+			el, err := rangeGet(ctx, u, d.Warm.Size, o.parallel)
+			if err != nil {
+				return fmt.Errorf("warm %s: %v", which, err)
+			}
+			if which == "shoal" {
+				rep.WarmShoal = append(rep.WarmShoal, el.Seconds())
+			} else {
+				rep.WarmNginx = append(rep.WarmNginx, el.Seconds())
+			}
+			logf("warm %d %-5s %d×%s ranges: %.3f s (%.0f MB/s)", i+1, which, o.parallel,
+				human(d.Warm.Size/int64(o.parallel)), el.Seconds(), float64(d.Warm.Size)/el.Seconds()/1e6)
+		}
+	}
+	step("warm ranged reads")
+	m, err := sh.stats()
+	if err != nil {
+		return err
+	}
+	for statInt(m, "served_bytes") < o.minServed {
+		if _, err := rangeGet(ctx, blobURL, d.Warm.Size, o.parallel); err != nil {
+			return err
+		}
+		if m, err = sh.stats(); err != nil {
+			return err
+		}
+	}
+	rep.ShoalStats = m
+	hwm, err := vmHWM(sh.p.pid())
+	if err != nil {
+		return err
+	}
+	step("end")
+	var steps []string
+	for _, st := range rep.RSSSteps {
+		steps = append(steps, fmt.Sprintf("%s %.1f MB", st.After, float64(st.VmHWM)/1e6))
+	}
+	logf("warm shoal served %s in total; VmHWM %.1f MB (%s)", human(statInt(m, "served_bytes")), float64(hwm)/1e6, strings.Join(steps, ", "))
+	warmRatio := median(rep.WarmShoal) / median(rep.WarmNginx)
+	rep.Figures = append(rep.Figures, mkFigure("warm serving ratio (shoal / nginx)", warmRatio, "×", 1.0, 1.25,
+		fmt.Sprintf("%d parallel ranged GETs of a cached %s blob, median of %d: shoal %.3f s [%s] vs nginx %.3f s [%s]",
+			o.parallel, sizeStr(d.Warm.Size), o.warmReps, median(rep.WarmShoal), fmtList(rep.WarmShoal, 3), median(rep.WarmNginx), fmtList(rep.WarmNginx, 3))))
+	cold := "no cold-pull phase in this run"
+	if rep.ColdMaxRSS > 0 {
+		cold = fmt.Sprintf("cold-pull shoals peaked at %.1f MB", float64(rep.ColdMaxRSS)/1e6)
+	}
+	rep.Figures = append(rep.Figures, mkFigure("peak RSS (VmHWM)", float64(hwm)/1e6, "MB", 0, 128,
+		fmt.Sprintf("the warm-test shoal after serving %.2f GB (its own cold fill + all warm reads): %.1f MiB; VmHWM after each step: %s; %s",
+			float64(statInt(m, "served_bytes"))/1e9, float64(hwm)/(1<<20), strings.Join(steps, ", "), cold)))
+	return nil
+}
+
+func shoalEnv() []string {
+	var e []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "SHOAL_") {
+			e = append(e, kv)
+		}
+	}
+	return e
+}
+
+func mkFigure(name string, v float64, unit string, goal, limit float64, detail string) figure {
+	f := figure{Name: name, Value: v, Unit: unit, Goal: goal, Limit: limit, Detail: detail}
+	f.Pass = !math.IsNaN(v) && v <= limit
+	f.MetGoal = f.Pass && (goal == 0 || v <= goal)
+	return f
+}
+
+func printSummary(rep *report) {
+	fmt.Println()
+	fmt.Printf("shoal benchmark  %s  %s cores (%s)  shoal %s\n", rep.Date, rep.Host["cores"], rep.Host["cpu"], rep.Host["shoal_commit"])
+	fmt.Printf("load average %s at start, %s at end; %.0f s\n", rep.Host["loadavg_start"], rep.Host["loadavg_end"], rep.Elapsed)
+	fmt.Printf("upstream CDN: limit_rate %v per connection, measured %.1f MB/s on one connection\n\n",
+		rep.Params["cdn_limit_rate"], rep.CDNRateMBps)
+	fmt.Printf("%-36s %12s %8s %8s  %s\n", "figure", "value", "goal", "limit", "result")
+	for _, f := range rep.Figures {
+		goal, limit := "-", fmtVal(f.Limit, f.Unit)
+		if f.Goal != 0 {
+			goal = fmtVal(f.Goal, f.Unit)
+		}
+		res := "PASS"
+		if !f.Pass {
+			res = "FAIL"
+		} else if !f.MetGoal {
+			res = "pass (misses goal)"
+		}
+		fmt.Printf("%-36s %12s %8s %8s  %s\n", f.Name, fmtVal(f.Value, f.Unit), goal, limit, res)
+	}
+	fmt.Println()
+	for _, f := range rep.Figures {
+		fmt.Printf("- %s: %s\n", f.Name, f.Detail)
+	}
+	fmt.Println()
+	if rep.Pass {
+		fmt.Println("RESULT: PASS (every figure within its limit)")
+	} else {
+		fmt.Println("RESULT: FAIL (at least one figure over its limit)")
+	}
+}
+
+func fmtVal(v float64, unit string) string {
+	switch unit {
+	case "MB":
+		return fmt.Sprintf("%.1f MB", v)
+	case "s":
+		return fmt.Sprintf("%.3f s", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}
+
+func sizeStr(n int64) string {
+	return fmt.Sprintf("%.2f GB (%s)", float64(n)/1e9, human(n))
+}
