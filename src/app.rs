@@ -129,11 +129,13 @@ impl App {
         &self.mirror
     }
 
-    /// Stops accepting, lets open requests finish (bounded), and writes state down.
+    /// Stops accepting, stops fills (their clients get an error), lets other open requests
+    /// finish (bounded), and writes state down once nothing can change it any more.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.mirror.shutdown().await;
         let served = (&mut self.server).await;
         self.housekeeping.abort();
         persist(&self.store, &self.stats).await;

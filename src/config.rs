@@ -116,7 +116,9 @@ impl Default for FetchConfig {
 impl Default for ManifestConfig {
     fn default() -> Self {
         ManifestConfig {
-            tag_ttl: Duration::from_secs(300),
+            // Short: a burst of pulls (a classroom) still costs one revalidation, and an
+            // update upstream shows within half a minute.
+            tag_ttl: Duration::from_secs(30),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! - `store`: blob files + SQLite index (`migrations/`).
 //! - `cache`: moka caches of hot metadata.
 //! - `oci`: pure types (digests, names, ranges, routes, error codes).
-//! - `config`, `stats`, `telemetry`, `task`: leaves.
+//! - `config`, `stats`, `telemetry`: leaves.
 
 pub mod app;
 pub mod cache;
@@ -19,6 +19,5 @@ pub mod mirror;
 pub mod oci;
 pub mod stats;
 pub mod store;
-pub mod task;
 pub mod telemetry;
 pub mod upstream;

@@ -18,7 +18,11 @@ mod sched;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::cache::Cache;
 use crate::config::FetchConfig;
@@ -43,6 +47,8 @@ pub enum ErrorKind {
     Integrity,
     /// The disk is full.
     Storage,
+    /// shoal is shutting down.
+    ShuttingDown,
     Internal,
 }
 
@@ -117,6 +123,7 @@ impl Error {
             ErrorKind::Upstream => "upstream is unreachable or failing",
             ErrorKind::Integrity => "upstream sent bytes that do not match the digest",
             ErrorKind::Storage => "the cache's disk is full",
+            ErrorKind::ShuttingDown => "shoal is shutting down",
             ErrorKind::Internal => "of an internal error",
         };
         match self {
@@ -172,6 +179,12 @@ struct Inner {
     tag_locks: Mutex<HashMap<store::TagKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Bytes that running fills will add to the cache.
     reserved: AtomicU64,
+    /// Until when tag revalidation is skipped (stale copies served at once) because
+    /// upstream just failed: an offline site should not wait on every pull.
+    upstream_down_until: Mutex<Option<Instant>>,
+    /// Every fill task (drivers, workers, hashers), so shutdown can stop and await them.
+    tasks: TaskTracker,
+    cancel: CancellationToken,
     cfg: MirrorConfig,
 }
 
@@ -203,6 +216,9 @@ impl Mirror {
                 fills: Mutex::new(HashMap::new()),
                 tag_locks: Mutex::new(HashMap::new()),
                 reserved: AtomicU64::new(0),
+                upstream_down_until: Mutex::new(None),
+                tasks: TaskTracker::new(),
+                cancel: CancellationToken::new(),
                 cfg,
             }),
         }
@@ -253,14 +269,18 @@ impl Mirror {
         let fill = Fill::new(*digest, repo.clone(), meta.clone(), probe);
         fills.insert(*digest, fill.clone());
         Stats::add(&self.inner.stats.fills_started, 1);
-        crate::task::spawn("fill", {
-            let (fill, m) = (fill.clone(), self.clone());
-            async move {
-                fill.run(m).await;
-                Ok::<(), std::convert::Infallible>(())
-            }
-        });
+        let span = tracing::info_span!("fill", %digest, %repo);
+        self.inner
+            .tasks
+            .spawn(fill.clone().run(self.clone()).instrument(span));
         Lookup::Filling(fill)
+    }
+
+    /// Stops every fill (their clients get an error) and waits until their tasks are gone.
+    pub async fn shutdown(&self) {
+        self.inner.tasks.close();
+        self.inner.cancel.cancel();
+        self.inner.tasks.wait().await;
     }
 
     fn forget_fill(&self, fill: &Arc<Fill>) {

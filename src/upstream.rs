@@ -35,6 +35,8 @@ const MAX_REDIRECTS: usize = 10;
 /// distribution refuses manifests over 4 MiB; so does shoal, to bound memory.
 const MAX_MANIFEST: usize = 4 << 20;
 const MAX_ERROR_BODY: usize = 64 << 10;
+/// Budget for revalidating a manifest that is already cached.
+const QUICK_TIMEOUT: Duration = Duration::from_secs(5);
 const SHOAL_UA: &str = concat!("shoal/", env!("CARGO_PKG_VERSION"));
 /// What to accept when a client sent no Accept header: every manifest kind.
 const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -242,15 +244,23 @@ impl Upstream {
         u
     }
 
-    /// Fetches a manifest with the client's User-Agent and Accept.
+    /// Fetches a manifest with the client's User-Agent and Accept. `quick` is for
+    /// revalidating something already cached: one short attempt, since the stale copy is
+    /// a good answer and a client should not wait on an upstream that is gone.
     pub async fn manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
         meta: &ClientMeta,
+        quick: bool,
     ) -> Result<ManifestAnswer> {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
-        self.retrying(|| async {
+        let (attempts, timeout) = if quick {
+            (1, self.cfg.request_timeout.min(QUICK_TIMEOUT))
+        } else {
+            (self.cfg.retries, self.cfg.request_timeout)
+        };
+        self.retrying(attempts, || async {
             let mut headers = self.client_headers(meta);
             if meta.accept.is_empty() {
                 headers.insert(ACCEPT, HeaderValue::from_static(DEFAULT_ACCEPT));
@@ -259,15 +269,9 @@ impl Upstream {
                     headers.append(ACCEPT, a.clone());
                 }
             }
-            let deadline = Instant::now() + self.cfg.request_timeout;
+            let deadline = Instant::now() + timeout;
             let (resp, at) = self
-                .send(
-                    Method::GET,
-                    url.clone(),
-                    headers,
-                    repo,
-                    self.cfg.request_timeout,
-                )
+                .send(Method::GET, url.clone(), headers, repo, timeout)
                 .await?;
             let status = resp.status();
             let content_type = resp.headers().get(CONTENT_TYPE).cloned();
@@ -314,7 +318,7 @@ impl Upstream {
         meta: &ClientMeta,
     ) -> Result<BlobProbe> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
-        self.retrying(|| async {
+        self.retrying(self.cfg.retries, || async {
             let mut headers = self.client_headers(meta);
             headers.insert(RANGE, HeaderValue::from_static("bytes=0-0"));
             let (resp, at) = self
@@ -437,12 +441,12 @@ impl Upstream {
         h
     }
 
-    async fn retrying<T, F, Fut>(&self, f: F) -> Result<T>
+    async fn retrying<T, F, Fut>(&self, attempts: u32, f: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let attempts = self.cfg.retries.max(1);
+        let attempts = attempts.max(1);
         let mut attempt = 1;
         loop {
             match f().await {

@@ -11,7 +11,6 @@
 //! test says what is missing and passes, unless `SHOAL_REQUIRE_E2E=1` (CI) makes it fail.
 
 // The fake upstream that `support` re-exports is not used here: the registry is real.
-#[allow(unused_imports)]
 mod support;
 
 use std::io::{Read as _, Seek as _, Write as _};

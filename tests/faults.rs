@@ -246,3 +246,49 @@ async fn manifest_that_does_not_match_its_digest_is_refused() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_stops_running_fills() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let digest = up.add_blob(blob_bytes(8 * MIB, 16));
+        // A slow fill: every CDN GET sends 100 KB and hangs.
+        up.faults
+            .lock()
+            .unwrap()
+            .stall
+            .insert(digest[7..].to_owned(), (1000, 100_000));
+        let shoal = Shoal::start(&up.url()).await;
+        let r = get(
+            &format!("{}/v2/library/x/blobs/{digest}", shoal.url()),
+            &[("range", "bytes=0-1023")],
+        )
+        .await;
+        assert_eq!(r.status, 206);
+        assert_eq!(shoal.stats().await["fills_running"], 1);
+
+        let t = Instant::now();
+        let dir = shoal.stop().await;
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "stop took {:?}",
+            t.elapsed()
+        );
+        // Nothing of the fill is left running: upstream sees no more requests ...
+        let gets = up.counts.cdn_gets.load(SeqCst);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            up.counts.cdn_gets.load(SeqCst),
+            gets,
+            "a fill kept fetching after stop"
+        );
+        // ... and the data dir is free again, with no partial left.
+        up.faults.lock().unwrap().stall.clear();
+        let shoal = Shoal::start_in(dir, &up.url(), |_| {}).await;
+        assert_eq!(shoal.stats().await["blobs"], 0);
+        let r = get(&format!("{}/v2/library/x/blobs/{digest}", shoal.url()), &[]).await;
+        assert_eq!(r.status, 200);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -49,7 +49,7 @@ fn precedence_defaults_file_env_flags() {
     assert_eq!(c.upstream, "http://file.example");
     assert_eq!(c.fetch.connections, 4);
     assert_eq!(c.max_cache_size, Some(ByteSize::gib(1)));
-    assert_eq!(c.manifests.tag_ttl, Duration::from_secs(300));
+    assert_eq!(c.manifests.tag_ttl, Duration::from_secs(30));
 
     // Env over file; SHOAL_CONFIG names the file.
     let e = env(&[

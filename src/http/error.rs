@@ -80,6 +80,7 @@ impl HttpError {
                 }
                 ErrorKind::Timeout => (S::GATEWAY_TIMEOUT, ErrorCode::Unavailable),
                 ErrorKind::Storage => (S::INSUFFICIENT_STORAGE, ErrorCode::Unavailable),
+                ErrorKind::ShuttingDown => (S::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
                 ErrorKind::Internal => (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable),
             },
         }

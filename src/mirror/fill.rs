@@ -20,7 +20,6 @@ use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 use url::Url;
 
 use super::sched::{Job, Sched};
@@ -165,14 +164,6 @@ impl Location {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-}
-
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -367,24 +358,43 @@ impl Fill {
             refreshing: tokio::sync::Mutex::new(()),
             single_stream: !probe.ranges,
         });
+        // Workers and the hasher end with this fill, whichever way it ends; shutdown
+        // (the parent token) ends the fill.
+        let stop = m.inner.cancel.child_token();
+        let _stop_on_exit = stop.clone().drop_guard();
+        let shutting_down = || Failure::new(ErrorKind::ShuttingDown, "shoal is shutting down");
         let (fatal_tx, mut fatal_rx) = mpsc::channel::<Failure>(workers);
-        // Dropping the set (on any return) aborts the workers.
-        let mut tasks = JoinSet::new();
         for w in 0..workers {
-            tasks.spawn(
-                self.clone()
-                    .worker(w, m.clone(), location.clone(), fatal_tx.clone()),
-            );
+            let work = self
+                .clone()
+                .worker(w, m.clone(), location.clone(), fatal_tx.clone());
+            let stop = stop.clone();
+            m.inner.tasks.spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = work => {}
+                }
+            });
         }
         drop(fatal_tx);
-        let mut hasher = AbortOnDrop(tokio::spawn(self.clone().hash(size, file.clone())));
+        let mut hasher = {
+            let hash = self.clone().hash(size, file.clone());
+            let stop = stop.clone();
+            m.inner.tasks.spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => Err(shutting_down()),
+                    r = hash => r,
+                }
+            })
+        };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let got = loop {
             tokio::select! {
-                r = &mut hasher.0 => {
+                r = &mut hasher => {
                     break r.map_err(|e| Failure::new(ErrorKind::Internal, e.to_string()))??;
                 }
                 Some(f) = fatal_rx.recv() => return Err(f),
+                () = stop.cancelled() => return Err(shutting_down()),
                 _ = tick.tick() => {
                     let idle = self.lock().last_progress.elapsed();
                     if idle > cfg.give_up_after {
@@ -396,7 +406,6 @@ impl Fill {
                 }
             }
         };
-        drop(tasks);
         if got != self.digest {
             return Err(Failure::new(
                 ErrorKind::Integrity,

@@ -5,6 +5,7 @@
 //! (404, 412 "requires a newer version") pass through untouched and are not cached.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -13,6 +14,9 @@ use crate::oci::{Digest, Reference, RepoName};
 use crate::stats::Stats;
 use crate::store::{now_ms, StoredManifest, TagKey, TagRow};
 use crate::upstream::{ClientMeta, ManifestAnswer};
+
+/// After upstream fails, cached tags are served without revalidation for this long.
+const UPSTREAM_DOWN_PAUSE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct ManifestReply {
@@ -128,7 +132,7 @@ impl Mirror {
         let answer = self
             .inner
             .upstream
-            .manifest(repo, &Reference::Digest(*d), meta)
+            .manifest(repo, &Reference::Digest(*d), meta, false)
             .await
             .map_err(|source| Error::ManifestUpstream {
                 repo: repo.clone(),
@@ -199,8 +203,26 @@ impl Mirror {
             }
         }
 
+        // Upstream failed moments ago: serve the cached copy without waiting on it again.
+        if let Some(m) = &cached_manifest {
+            if self.upstream_recently_down() {
+                Stats::add(&self.inner.stats.manifest_stale, 1);
+                return Ok(ManifestOutcome::Found((&**m).into()));
+            }
+        }
         let reference = Reference::Tag(tag.to_owned());
-        match self.inner.upstream.manifest(repo, &reference, meta).await {
+        let quick = cached_manifest.is_some();
+        let answer = self
+            .inner
+            .upstream
+            .manifest(repo, &reference, meta, quick)
+            .await;
+        if let Err(e) = &answer {
+            if e.is_transient() {
+                self.mark_upstream_down();
+            }
+        }
+        match answer {
             Ok(ManifestAnswer::Found { body, content_type }) => {
                 Stats::add(&self.inner.stats.manifest_misses, 1);
                 let m = StoredManifest {
@@ -231,6 +253,23 @@ impl Mirror {
                 }),
             },
         }
+    }
+
+    fn upstream_recently_down(&self) -> bool {
+        let until = *self
+            .inner
+            .upstream_down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        until.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn mark_upstream_down(&self) {
+        *self
+            .inner
+            .upstream_down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + UPSTREAM_DOWN_PAUSE);
     }
 
     async fn tag_lock(&self, key: &TagKey) -> tokio::sync::OwnedMutexGuard<()> {
