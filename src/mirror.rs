@@ -349,11 +349,13 @@ impl Mirror {
         match found {
             Lookup::Stored(lease) => {
                 Stats::add(&self.inner.stats.blob_hits, 1);
-                read::from_store(self.inner.stats.clone(), *digest, lease, range).await
+                let stats = self.inner.stats.clone();
+                read::from_store(&self.inner.store, stats, *digest, lease, range).await
             }
             Lookup::Filling(fill) => {
                 Stats::add(&self.inner.stats.blob_misses, 1);
-                read::from_fill(self.inner.stats.clone(), fill, range).await
+                let stats = self.inner.stats.clone();
+                read::from_fill(&self.inner.store, stats, fill, range).await
             }
         }
     }

@@ -331,6 +331,11 @@ impl Store {
         (blobs.map.len() as u64, blobs.total)
     }
 
+    /// Where a complete blob's file is (whether or not it is there).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        blob_path(&self.inner.root, d)
+    }
+
     pub fn partial_path(&self, d: &Digest) -> PathBuf {
         self.inner
             .root

@@ -1,18 +1,25 @@
-//! Blob bodies: chunks read with `pread` off the runtime, from a complete file or from a
-//! fill as its bytes land. Memory per reader is one chunk, whatever the blob size.
+//! Blob bodies: chunks read off the runtime, from a complete file or from a fill as its
+//! bytes land. Memory per reader is one chunk, whatever the blob size.
+//!
+//! Each reader has its own file handle and reads front to back with `read_to_end` into a
+//! buffer allocated on the async side. Two reasons: no zero-filling of every chunk, and
+//! glibc gives every thread that allocates its own arena, so allocating chunks on tokio's
+//! many blocking threads multiplied the heap (measured: 109 MB peak RSS serving 16 ranges,
+//! 138 MB with 64).
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::fill::Fill;
 use super::{Error, Result};
 use crate::oci::{ByteRange, Digest, RangeSpec};
 use crate::stats::Stats;
-use crate::store::BlobLease;
+use crate::store::{BlobLease, Store};
 
 const CHUNK: u64 = 512 * 1024;
 
@@ -36,7 +43,8 @@ enum Source {
 struct Reader {
     digest: Digest,
     source: Source,
-    file: Arc<File>,
+    /// Positioned at `pos`; lent to the blocking pool during each read.
+    file: Option<File>,
     size: u64,
     pos: u64,
     end: u64,
@@ -63,7 +71,31 @@ fn resolve(
     }
 }
 
+/// Opens the first of `paths` that exists, positioned at `pos`, off the runtime.
+async fn open_at(digest: Digest, paths: Vec<PathBuf>, pos: u64) -> Result<File> {
+    tokio::task::spawn_blocking(move || {
+        let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
+        for p in paths {
+            match File::open(&p) {
+                Ok(mut f) => {
+                    f.seek(SeekFrom::Start(pos))?;
+                    return Ok(f);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    })
+    .await
+    .map_err(|e| Error::Read {
+        digest,
+        source: std::io::Error::other(e),
+    })?
+    .map_err(|source| Error::Read { digest, source })
+}
+
 pub(super) async fn from_store(
+    store: &Store,
     stats: Arc<Stats>,
     digest: Digest,
     lease: BlobLease,
@@ -71,21 +103,12 @@ pub(super) async fn from_store(
 ) -> Result<BlobRead> {
     let size = lease.size();
     let (range, start, end) = resolve(digest, size, range)?;
-    let (lease, file) = tokio::task::spawn_blocking(move || {
-        let f = lease.open();
-        (lease, f)
-    })
-    .await
-    .map_err(|e| Error::Read {
-        digest,
-        source: std::io::Error::other(e),
-    })?;
-    let file = file.map_err(|source| Error::Read { digest, source })?;
+    let file = open_at(digest, vec![store.blob_path(&digest)], start).await?;
     Ok(make(
         Reader {
             digest,
             source: Source::Store(lease),
-            file: Arc::new(file),
+            file: Some(file),
             size,
             pos: start,
             end,
@@ -99,6 +122,7 @@ pub(super) async fn from_store(
 }
 
 pub(super) async fn from_fill(
+    store: &Store,
     stats: Arc<Stats>,
     fill: Arc<Fill>,
     range: Option<RangeSpec>,
@@ -114,12 +138,15 @@ pub(super) async fn from_fill(
     let early = early_pos.map(|p| fill.demand(p));
     let info = fill.info().await.map_err(|f| Error::fill(digest, f))?;
     let (range_out, start, end) = resolve(digest, info.size, range)?;
+    // The partial, or the complete file if the fill committed (renamed it) meanwhile.
+    let paths = vec![store.partial_path(&digest), store.blob_path(&digest)];
+    let file = open_at(digest, paths, start).await?;
     Ok(make(
         Reader {
             digest,
             whole: range_out.is_none(),
             source: Source::Fill(fill),
-            file: info.file,
+            file: Some(file),
             size: info.size,
             pos: start,
             end,
@@ -174,21 +201,32 @@ impl Reader {
             }
         }
         let n = (limit - self.pos) as usize;
-        let at = self.pos;
-        let file = self.file.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
-            let mut buf = BytesMut::zeroed(n);
-            file.read_exact_at(&mut buf, at).map(|_| buf.freeze())
-        })
-        .await
-        .map_err(|e| Error::Read {
-            digest: self.digest,
-            source: std::io::Error::other(e),
-        })?
-        .map_err(|source| Error::Read {
+        let read_error = |source| Error::Read {
             digest: self.digest,
             source,
-        })?;
+        };
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| read_error(std::io::Error::other("reader has no file")))?;
+        // Allocated here, on a runtime thread (see the module comment).
+        let buf = Vec::with_capacity(n);
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let mut buf = buf;
+            let r = (&file).take(n as u64).read_to_end(&mut buf);
+            (file, r.map(|_| buf))
+        })
+        .await
+        .map_err(|e| read_error(std::io::Error::other(e)))?;
+        self.file = Some(file);
+        let buf = result.map_err(read_error)?;
+        if buf.len() != n {
+            return Err(read_error(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("file ended {} bytes early", n - buf.len()),
+            )));
+        }
+        let bytes = Bytes::from(buf);
         self.pos += n as u64;
         Stats::add(&self.stats.served_bytes, n as u64);
         Ok(bytes)
