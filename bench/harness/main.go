@@ -527,6 +527,10 @@ func (b *bench) cold(ctx context.Context) error {
 		for _, which := range order {
 			tag := fmt.Sprintf("cold%d-%s", i, which)
 			s := coldSample{Via: which}
+			// Every pull writes its blob to disk (a pull through shoal twice: the cache and
+			// gopull's file). Start each from a settled page cache, so that no pull pays
+			// for the writeback of the one before it.
+			syscall.Sync()
 			if which == "direct" {
 				meter := newCPUMeter(map[string]int{"nginx": up.proc.pid()})
 				r, err := runPull(ctx, o, d, name(up.regPort), tag)

@@ -105,6 +105,9 @@ pub struct Fill {
     landed_tx: watch::Sender<u64>,
     /// Bumped on scheduling changes: idle or preempted workers wait on it.
     sched_tx: watch::Sender<u64>,
+    /// One write at a time: the kernel serializes writes to one file anyway (ext4's inode
+    /// lock), and 16 workers contending for it spent a tenth of shoal's CPU spinning.
+    write_turn: tokio::sync::Mutex<()>,
 }
 
 /// A reader waiting at an offset; dropping it withdraws the demand.
@@ -184,6 +187,7 @@ impl Fill {
             }),
             landed_tx: watch::Sender::new(0),
             sched_tx: watch::Sender::new(0),
+            write_turn: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -494,11 +498,21 @@ impl Fill {
                 Job::Fetch { start, end } => {
                     // Idle workers may steal from the new span.
                     self.bump_sched();
+                    let began = Instant::now();
+                    tracing::debug!(worker = w, start, end, "job");
                     match self
                         .fetch(w, start, end, &m, &location, &mut sched_rx)
                         .await
                     {
-                        Ok(()) => failures = 0,
+                        Ok(()) => {
+                            failures = 0;
+                            tracing::debug!(
+                                worker = w,
+                                start,
+                                secs = began.elapsed().as_secs_f64(),
+                                "job done"
+                            );
+                        }
                         Err(FetchError::Fatal(f)) => {
                             let _ = fatal.send(f).await;
                             return;
@@ -670,6 +684,7 @@ impl Fill {
         let data = buf.split_to(n as usize).freeze();
         buf.clear();
         let f = file.clone();
+        let _turn = self.write_turn.lock().await;
         tokio::task::spawn_blocking(move || f.write_all_at(&data, at))
             .await
             .map_err(|e| FetchError::Fatal(Failure::new(ErrorKind::Internal, e.to_string())))?
