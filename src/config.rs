@@ -7,7 +7,10 @@
 //!
 //! Environment variables map to keys by lowercasing and splitting nested tables on `__`:
 //! `SHOAL_DATA_DIR` → `data_dir`, `SHOAL_FETCH__CONNECTIONS` → `fetch.connections`.
-//! `SHOAL_CONFIG` names the config file, like `--config`.
+//! `SHOAL_CONFIG` names the config file, like `--config`. Unknown `SHOAL_*` variables are
+//! refused (a typo should not pass silently), except the service variables that Kubernetes
+//! and Docker links inject for a service called "shoal" (`SHOAL_SERVICE_HOST`,
+//! `SHOAL_PORT_9200_TCP`, ...), which are ignored.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -197,7 +200,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !is_injected_service_var(k))
             .collect();
         let mut table =
             toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
@@ -342,6 +345,12 @@ impl Config {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+}
+
+/// Variables an orchestrator sets for a service named "shoal", not meant for shoal itself.
+fn is_injected_service_var(name: &str) -> bool {
+    let rest = &name[ENV_PREFIX.len().min(name.len())..];
+    rest == "PORT" || rest.starts_with("PORT_") || rest.starts_with("SERVICE_")
 }
 
 fn merge(base: &mut toml::Table, layer: toml::Table) {

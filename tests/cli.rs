@@ -9,14 +9,7 @@ use std::time::Duration;
 use support::*;
 
 fn shoal() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    // Keep the caller's SHOAL_* settings out of these runs.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("SHOAL_") {
-            c.env_remove(k);
-        }
-    }
-    c
+    shoal_command()
 }
 
 fn run(cmd: &mut Command) -> (i32, String, String) {

@@ -3,54 +3,11 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::*;
 
 const MIB: usize = 1 << 20;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn spawn_shoal(data: &Path, upstream: &str) -> (Proc, String) {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--upstream", upstream])
-        .env("SHOAL_FETCH__STALL_TIMEOUT", "2s")
-        .env("SHOAL_FETCH__MIN_SPAN", "256KiB")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("shoal binary runs");
-    let url = format!("http://127.0.0.1:{port}");
-    let ready = eventually(Duration::from_secs(20), async || {
-        try_request(http::Method::GET, &format!("{url}/_shoal/v1/health"), &[])
-            .await
-            .is_ok_and(|r| r.status == 200)
-    })
-    .await;
-    assert!(ready, "shoal did not become healthy");
-    (Proc(child), url)
-}
 
 async fn stats(url: &str) -> serde_json::Value {
     get(&format!("{url}/_shoal/v1/stats"), &[]).await.json()
@@ -66,7 +23,8 @@ async fn kill_9_mid_fill_then_restart() {
         let big_digest = up.add_blob(big.clone());
         let data = tempfile::tempdir().unwrap();
 
-        let (proc1, url) = spawn_shoal(data.path(), &up.url()).await;
+        let proc1 = spawn_shoal(data.path(), &up.url(), free_port()).await;
+        let url = proc1.url.clone();
         let r = get(&format!("{url}/v2/library/x/blobs/{done_digest}"), &[]).await;
         assert_eq!(r.body, done);
         assert!(
@@ -95,7 +53,8 @@ async fn kill_9_mid_fill_then_restart() {
         drop(proc1); // SIGKILL
 
         up.faults.lock().unwrap().stall.clear();
-        let (_proc2, url) = spawn_shoal(data.path(), &up.url()).await;
+        let proc2 = spawn_shoal(data.path(), &up.url(), free_port()).await;
+        let url = proc2.url.clone();
         assert!(!partial.exists(), "the partial was discarded on restart");
         let s = stats(&url).await;
         assert_eq!(s["blobs"], 1, "only the verified blob is complete: {s}");

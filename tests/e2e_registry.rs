@@ -8,7 +8,7 @@
 //! blobs crossed from upstream once.
 //!
 //! Needs `apt-get install docker-registry curl` and `pip install oras`. Without them the
-//! test says what is missing and passes, unless `SHOAL_REQUIRE_E2E=1` (CI) makes it fail.
+//! test says what is missing and passes, unless `REQUIRE_E2E_TOOLS=1` (CI) makes it fail.
 
 // The fake upstream that `support` re-exports is not used here: the registry is real.
 mod support;
@@ -41,7 +41,7 @@ struct Tools {
 }
 
 /// The third-party programs this test runs, or `None` (after saying what is missing) when
-/// the test should be skipped. Panics instead when `SHOAL_REQUIRE_E2E=1`.
+/// the test should be skipped. Panics instead when `REQUIRE_E2E_TOOLS=1`.
 async fn tools() -> Option<Tools> {
     let mut missing = Vec::new();
 
@@ -80,8 +80,8 @@ async fn tools() -> Option<Tools> {
         return registry.map(|registry| Tools { registry });
     }
     let what = format!("missing {}", missing.join("; "));
-    if std::env::var("SHOAL_REQUIRE_E2E").as_deref() == Ok("1") {
-        panic!("e2e_registry: {what} (SHOAL_REQUIRE_E2E=1: failing instead of skipping)");
+    if std::env::var("REQUIRE_E2E_TOOLS").as_deref() == Ok("1") {
+        panic!("e2e_registry: {what} (REQUIRE_E2E_TOOLS=1: failing instead of skipping)");
     }
     // Straight to stderr: libtest swallows `eprintln!` output of passing tests.
     let _ = writeln!(std::io::stderr(), "e2e_registry: SKIPPED, {what}");

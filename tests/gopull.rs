@@ -5,7 +5,7 @@
 //!
 //! Needs the gopull source beside the repository and `go` (`apt-get install golang-go`).
 //! Without the source every test prints `SKIPPED` and passes; without `go` too, unless
-//! `SHOAL_REQUIRE_E2E=1` (CI), which makes it a failure.
+//! `REQUIRE_E2E_TOOLS=1` (CI), which makes it a failure.
 
 mod support;
 
@@ -49,8 +49,8 @@ fn gopull() -> Option<PathBuf> {
                 "gopull tests need Go >= 1.19 to build {}: apt-get install golang-go ({go:?})",
                 src.display()
             );
-            if std::env::var("SHOAL_REQUIRE_E2E").as_deref() == Ok("1") {
-                panic!("{msg}; SHOAL_REQUIRE_E2E=1 makes this a failure");
+            if std::env::var("REQUIRE_E2E_TOOLS").as_deref() == Ok("1") {
+                panic!("{msg}; REQUIRE_E2E_TOOLS=1 makes this a failure");
             }
             return Err(msg);
         }
@@ -583,39 +583,6 @@ async fn library_style_names() {
     .expect("test timed out");
 }
 
-/// The real binary, so that it can be killed with SIGKILL.
-struct ShoalProc(Child);
-
-impl Drop for ShoalProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn spawn_shoal(data: &Path, upstream: &str, port: u16) -> ShoalProc {
-    let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--upstream", upstream])
-        .env("SHOAL_FETCH__STALL_TIMEOUT", "2s")
-        .env("SHOAL_FETCH__MIN_SPAN", "256KiB")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("shoal binary runs");
-    let health = format!("http://127.0.0.1:{port}/_shoal/v1/health");
-    let ready = eventually(Duration::from_secs(20), async || {
-        try_request(http::Method::GET, &health, &[])
-            .await
-            .is_ok_and(|r| r.status == 200)
-    })
-    .await;
-    assert!(ready, "shoal did not become healthy on port {port}");
-    ShoalProc(child)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_pull_then_restart() {
     let Some(bin) = gopull() else { return };
@@ -631,11 +598,7 @@ async fn kill_9_mid_pull_then_restart() {
             .stall
             .insert(hex.clone(), (usize::MAX, 100_000));
         let data = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut first = Some(spawn_shoal(data.path(), &up.url(), port).await);
         let models = tempfile::tempdir().unwrap();
         let pull_name = format!("127.0.0.1:{port}/library/granite-code:8b");

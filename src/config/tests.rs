@@ -85,6 +85,20 @@ fn precedence_defaults_file_env_flags() {
 }
 
 #[test]
+fn kubernetes_service_variables_are_ignored() {
+    let e = env(&[
+        ("SHOAL_SERVICE_HOST", "10.0.0.5"),
+        ("SHOAL_SERVICE_PORT", "9200"),
+        ("SHOAL_PORT", "tcp://10.0.0.5:9200"),
+        ("SHOAL_PORT_9200_TCP_ADDR", "10.0.0.5"),
+    ]);
+    let c = Config::load(&args(&[]), e).unwrap();
+    assert_eq!(c.listen.to_string(), "0.0.0.0:9200");
+    // ... but a near miss is still refused.
+    assert!(Config::load(&args(&[]), env(&[("SHOAL_PORTS", "1")])).is_err());
+}
+
+#[test]
 fn string_values_that_look_numeric_stay_strings() {
     let c = Config::load(&args(&[]), env(&[("SHOAL_DATA_DIR", "123")])).unwrap();
     assert_eq!(c.data_dir, PathBuf::from("123"));

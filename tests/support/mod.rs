@@ -3,6 +3,7 @@
 //! Each test binary uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod binary;
 pub mod client;
 pub mod upstream;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use shoal::app::App;
 use shoal::config::Config;
 
+pub use binary::*;
 pub use client::*;
 pub use upstream::*;
 

@@ -1,0 +1,66 @@
+//! The real `shoal` binary as a child process, for what only a process can show (kill -9,
+//! signals, exit codes). Inherited `SHOAL_*` settings are removed so that a developer's
+//! or CI's environment never changes what a test runs.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{eventually, try_request};
+
+/// `shoal` with a clean `SHOAL_*` environment.
+pub fn shoal_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SHOAL_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// A running shoal process; dropping it kills it with SIGKILL.
+pub struct ShoalProcess {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Drop for ShoalProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `shoal serve` on `port` with test timings and waits until it is healthy.
+pub async fn spawn_shoal(data: &Path, upstream: &str, port: u16) -> ShoalProcess {
+    let child = shoal_command()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--upstream", upstream])
+        .env("SHOAL_FETCH__STALL_TIMEOUT", "2s")
+        .env("SHOAL_FETCH__MIN_SPAN", "256KiB")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("shoal binary runs");
+    let url = format!("http://127.0.0.1:{port}");
+    let health = format!("{url}/_shoal/v1/health");
+    let ready = eventually(Duration::from_secs(20), async || {
+        try_request(http::Method::GET, &health, &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    assert!(ready, "shoal did not become healthy on port {port}");
+    ShoalProcess { child, url }
+}
