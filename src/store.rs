@@ -343,7 +343,9 @@ impl Store {
             .join(format!("{}.partial", d.hex()))
     }
 
-    /// Creates the sparse partial file for a fill (blocking; call off the runtime).
+    /// Creates the partial file for a fill, with its space allocated up front (blocking;
+    /// call off the runtime). A full disk then fails here, before a client got any header,
+    /// instead of in the middle of a body. Filesystems without `fallocate` get a sparse file.
     pub fn create_partial(&self, d: &Digest, size: u64) -> Result<File> {
         let path = self.partial_path(d);
         let file = File::options()
@@ -353,7 +355,20 @@ impl Store {
             .truncate(true)
             .open(&path)
             .map_err(Error::io("create", &path))?;
-        file.set_len(size).map_err(Error::io("size", &path))?;
+        let allocated = match size {
+            0 => Ok(()),
+            _ => rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, size),
+        };
+        match allocated {
+            Ok(()) => {}
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
+                file.set_len(size).map_err(Error::io("size", &path))?
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(Error::io("allocate", &path)(e.into()));
+            }
+        }
         Ok(file)
     }
 

@@ -292,3 +292,94 @@ async fn shutdown_stops_running_fills() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_that_ignores_range_is_streamed_front_to_back() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        up.faults.lock().unwrap().ignore_range = true;
+        let m = Model::new(vec![blob_bytes(3 * MIB, 17)]);
+        up.add_model("library/norange", "1", &m);
+        let shoal = Shoal::start(&up.url()).await;
+        let pull = ollama_pull(&shoal.url(), "library/norange", "1", PullOptions::default())
+            .await
+            .expect("pull from an upstream without Range support");
+        assert_eq!(pull.blobs[0].data, m.layers[0]);
+        assert!(
+            pull.blobs[0].part_statuses.iter().all(|s| *s == 206),
+            "shoal still serves ranges"
+        );
+        assert!(
+            eventually(Duration::from_secs(10), async || shoal.stats().await
+                ["blobs"]
+                == 2)
+            .await
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A data dir on a 4 MiB tmpfs: a bigger blob fails with 507 and a clear message, nothing is
+/// cached, no partial is left, and what fits still works. Needs root (for mount).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_disk_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("full_disk_fails_cleanly: SKIPPED, cannot mount a tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path().to_owned());
+    let data = dir.path().join("data");
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let big = up.add_blob(blob_bytes(6 * MIB, 18));
+        let small_bytes = blob_bytes(100_000, 19);
+        let small = up.add_blob(small_bytes.clone());
+        let mut cfg = test_config(&up.url(), data.clone());
+        cfg.fetch.give_up_after = Duration::from_secs(5);
+        let app = shoal::app::start(cfg).await.unwrap();
+        let base = format!("http://{}", app.local_addr());
+
+        // Space is allocated before any byte is fetched: a clear 507 before any header.
+        let r = get(&format!("{base}/v2/library/x/blobs/{big}"), &[]).await;
+        assert_eq!(r.status, 507);
+        let msg = r.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        assert!(msg.contains("disk is full"), "{msg}");
+        let r = get(
+            &format!("{base}/v2/library/x/blobs/{big}"),
+            &[("range", "bytes=0-99")],
+        )
+        .await;
+        assert_eq!(r.status, 507);
+        assert!(r.body.is_empty(), "no error body on a ranged GET");
+        let stats = get(&format!("{base}/_shoal/v1/stats"), &[]).await.json();
+        assert_eq!(stats["blobs"], 0);
+        assert_eq!(stats["fills_failed"], 2);
+        assert!(
+            !std::fs::read_dir(data.join("tmp")).unwrap().any(|_| true),
+            "no partial left"
+        );
+        // A blob that fits is still served and cached.
+        let r = get(&format!("{base}/v2/library/x/blobs/{small}"), &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, small_bytes);
+        app.shutdown().await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}

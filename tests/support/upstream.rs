@@ -45,6 +45,8 @@ pub struct Faults {
     pub registry_503: bool,
     /// Registry requires a Bearer token from its `/token` endpoint, as Docker Hub does.
     pub require_token: bool,
+    /// The CDN ignores `Range` and always sends the whole blob with 200.
+    pub ignore_range: bool,
 }
 
 #[derive(Default)]
@@ -376,7 +378,7 @@ fn cdn_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
         })
         .and_then(|g| g.parse().ok())
         .unwrap_or(0);
-    let (data, stall) = {
+    let (data, stall, ignore_range) = {
         let mut f = s.faults.lock().unwrap();
         if generation < f.min_sig_generation {
             s.counts.refused_sigs.fetch_add(1, SeqCst);
@@ -402,7 +404,7 @@ fn cdn_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
                 }
             }
         }
-        (data, stall)
+        (data, stall, f.ignore_range)
     };
     let size = data.len() as u64;
     if req.method() == http::Method::HEAD {
@@ -417,6 +419,7 @@ fn cdn_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
     let range = req
         .headers()
         .get("range")
+        .filter(|_| !ignore_range)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("bytes="))
         .and_then(|v| v.split_once('-'))
