@@ -17,6 +17,7 @@ pub mod config;
 pub mod http;
 pub mod mirror;
 pub mod oci;
+pub mod p2p;
 pub mod stats;
 pub mod store;
 pub mod telemetry;

@@ -101,6 +101,15 @@ pub struct TagKey {
     pub accept: String,
 }
 
+/// A row of the `torrents` table: what defines a complete blob's torrent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TorrentRow {
+    pub digest: Digest,
+    pub infohash: [u8; 20],
+    pub piece_length: u64,
+    pub pieces: Vec<u8>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagRow {
     pub digest: Digest,
@@ -382,8 +391,15 @@ impl Store {
     }
 
     /// Makes a verified partial a complete blob: fsync, rename into place, fsync the
-    /// directory, then the index row. Only after all of that is it visible to readers.
-    pub async fn commit(&self, d: Digest, size: u64, file: Arc<File>) -> Result<()> {
+    /// directory, then the index rows (blob and torrent, in one transaction). Only after
+    /// all of that is it visible to readers.
+    pub async fn commit(
+        &self,
+        d: Digest,
+        size: u64,
+        file: Arc<File>,
+        torrent: Option<TorrentRow>,
+    ) -> Result<()> {
         let inner = self.inner.clone();
         let from = self.partial_path(&d);
         tokio::task::spawn_blocking(move || -> Result<()> {
@@ -401,7 +417,15 @@ impl Store {
                 last_access_ms: now_ms(),
                 hits: 0,
             };
-            index::insert_blob(&lock(&inner.db), &row)?;
+            {
+                let mut db = lock(&inner.db);
+                let tx = db.transaction()?;
+                index::insert_blob(&tx, &row)?;
+                if let Some(t) = &torrent {
+                    index::insert_torrent(&tx, t)?;
+                }
+                tx.commit()?;
+            }
             let mut blobs = lock(&inner.blobs);
             if blobs
                 .map
@@ -494,6 +518,19 @@ impl Store {
             return Ok(());
         }
         self.with_db(move |c| index::update_access(c, &rows)).await
+    }
+
+    pub async fn torrent(&self, d: Digest) -> Result<Option<TorrentRow>> {
+        self.with_db(move |c| index::torrent(c, &d)).await
+    }
+
+    pub async fn torrents(&self) -> Result<Vec<TorrentRow>> {
+        self.with_db(|c| index::load_torrents(c)).await
+    }
+
+    /// Records the torrent of a complete blob made without one (adopted or imported).
+    pub async fn put_torrent(&self, t: TorrentRow) -> Result<()> {
+        self.with_db(move |c| index::insert_torrent(c, &t)).await
     }
 
     pub async fn manifest(&self, d: Digest) -> Result<Option<StoredManifest>> {

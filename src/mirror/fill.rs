@@ -25,7 +25,9 @@ use url::Url;
 use super::sched::{Job, Sched};
 use super::{ErrorKind, Mirror};
 use crate::oci::{Digest, RepoName};
+use crate::p2p::torrent::{PieceHasher, TorrentInfo};
 use crate::stats::Stats;
+use crate::store::TorrentRow;
 use crate::upstream::{self, BlobProbe, ClientMeta};
 
 /// Bytes a worker gathers before one write; also how soon readers see them.
@@ -67,6 +69,26 @@ impl Failure {
             ErrorKind::Internal
         };
         Failure::new(kind, format!("{what}: {e}"))
+    }
+}
+
+/// The index row for a blob's torrent; none for an empty blob (nothing to share).
+pub(super) fn torrent_row(t: TorrentInfo) -> Option<TorrentRow> {
+    if t.size == 0 {
+        return None;
+    }
+    match t.infohash() {
+        Ok(infohash) => Some(TorrentRow {
+            digest: t.digest,
+            infohash,
+            piece_length: t.piece_length,
+            pieces: t.pieces,
+        }),
+        Err(e) => {
+            // Only an encoder failure; the blob is still good, it just won't be seeded.
+            tracing::error!(error = %e, "cannot build the blob's torrent");
+            None
+        }
     }
 }
 
@@ -392,7 +414,7 @@ impl Fill {
             })
         };
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let got = loop {
+        let (got, pieces) = loop {
             tokio::select! {
                 r = &mut hasher => {
                     break r.map_err(|e| Failure::new(ErrorKind::Internal, e.to_string()))??;
@@ -419,9 +441,10 @@ impl Fill {
                 ),
             ));
         }
+        let torrent = torrent_row(pieces.finish(self.digest, size));
         m.inner
             .store
-            .commit(self.digest, size, file)
+            .commit(self.digest, size, file, torrent)
             .await
             .map_err(|e| {
                 let kind = if e.is_disk_full() {
@@ -434,11 +457,16 @@ impl Fill {
         Ok(size)
     }
 
-    /// Hashes the landed prefix as it grows. Reads back from the page cache, so that bytes
+    /// Hashes the landed prefix as it grows: sha256 for the digest, and in the same pass
+    /// the SHA-1 of each torrent piece. Reads back from the page cache, so that bytes
     /// landing out of order need no buffering here.
-    async fn hash(self: Arc<Self>, size: u64, file: Arc<File>) -> Result<Digest, Failure> {
+    async fn hash(
+        self: Arc<Self>,
+        size: u64,
+        file: Arc<File>,
+    ) -> Result<(Digest, PieceHasher), Failure> {
         let mut rx = self.landed_tx.subscribe();
-        let mut hasher = Sha256::new();
+        let mut hasher = (Sha256::new(), PieceHasher::new(size));
         let mut buf = vec![0u8; HASH_CHUNK];
         let mut hashed = 0u64;
         while hashed < size {
@@ -460,7 +488,8 @@ impl Fill {
             let (h, b, res) = tokio::task::spawn_blocking(move || {
                 let res = f.read_exact_at(&mut buf[..n], at);
                 if res.is_ok() {
-                    hasher.update(&buf[..n]);
+                    hasher.0.update(&buf[..n]);
+                    hasher.1.update(&buf[..n]);
                 }
                 (hasher, buf, res)
             })
@@ -470,7 +499,7 @@ impl Fill {
             (hasher, buf) = (h, b);
             hashed += n as u64;
         }
-        Ok(Digest::from_bytes(hasher.finalize().into()))
+        Ok((Digest::from_bytes(hasher.0.finalize().into()), hasher.1))
     }
 
     async fn worker(

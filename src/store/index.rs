@@ -6,12 +6,16 @@ use std::sync::LazyLock;
 use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 
-use super::{BlobRow, StoredManifest, TagKey, TagRow};
+use super::{BlobRow, StoredManifest, TagKey, TagRow, TorrentRow};
 use crate::oci::Digest;
 use crate::stats::Counters;
 
-static MIGRATIONS: LazyLock<Migrations<'static>> =
-    LazyLock::new(|| Migrations::new(vec![M::up(include_str!("../../migrations/0001_init.sql"))]));
+static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/0001_init.sql")),
+        M::up(include_str!("../../migrations/0002_torrents.sql")),
+    ])
+});
 
 pub(super) fn open(path: &Path) -> Result<Connection, rusqlite_migration::Error> {
     let mut conn = Connection::open(path)?;
@@ -64,6 +68,53 @@ pub(super) fn insert_blob(conn: &Connection, row: &BlobRow) -> rusqlite::Result<
         params![row.digest.to_string(), row.size as i64, row.last_access_ms, row.hits as i64],
     )?;
     Ok(())
+}
+
+pub(super) fn insert_torrent(conn: &Connection, t: &TorrentRow) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO torrents (digest, infohash, piece_length, pieces) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(digest) DO UPDATE SET infohash = excluded.infohash,
+             piece_length = excluded.piece_length, pieces = excluded.pieces",
+        params![
+            t.digest.to_string(),
+            &t.infohash[..],
+            t.piece_length as i64,
+            &t.pieces
+        ],
+    )?;
+    Ok(())
+}
+
+fn torrent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TorrentRow> {
+    let infohash: Vec<u8> = r.get(1)?;
+    Ok(TorrentRow {
+        digest: digest_col(r.get(0)?)?,
+        infohash: infohash.try_into().map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Blob,
+                "infohash is not 20 bytes".into(),
+            )
+        })?,
+        piece_length: r.get::<_, i64>(2)? as u64,
+        pieces: r.get(3)?,
+    })
+}
+
+pub(super) fn torrent(conn: &Connection, d: &Digest) -> rusqlite::Result<Option<TorrentRow>> {
+    conn.query_row(
+        "SELECT digest, infohash, piece_length, pieces FROM torrents WHERE digest = ?1",
+        [d.to_string()],
+        torrent_row,
+    )
+    .optional()
+}
+
+/// Every torrent, for start-up (infohash lookups and seeding are served from memory).
+pub(super) fn load_torrents(conn: &Connection) -> rusqlite::Result<Vec<TorrentRow>> {
+    let mut stmt = conn.prepare("SELECT digest, infohash, piece_length, pieces FROM torrents")?;
+    let rows = stmt.query_map([], torrent_row)?;
+    rows.collect()
 }
 
 pub(super) fn delete_blobs(conn: &mut Connection, digests: &[Digest]) -> rusqlite::Result<()> {

@@ -12,7 +12,7 @@ async fn put_blob(store: &Store, data: &[u8]) -> Digest {
     .await
     .unwrap();
     let len = std::fs::metadata(store.partial_path(&d)).unwrap().len();
-    store.commit(d, len, Arc::new(file)).await.unwrap();
+    store.commit(d, len, Arc::new(file), None).await.unwrap();
     d
 }
 
@@ -101,4 +101,38 @@ async fn eviction_is_lru_and_skips_readers() {
     drop(store);
     let store = Store::open(dir.path()).await.unwrap();
     assert_eq!(store.totals(), (1, 100));
+}
+
+#[tokio::test]
+async fn torrents_go_with_their_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let data = b"seeded";
+    let d = Digest::of(data);
+    let s = store.clone();
+    let file = tokio::task::spawn_blocking(move || {
+        let f = s.create_partial(&d, 6).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, data, 0).unwrap();
+        f
+    })
+    .await
+    .unwrap();
+    let t = TorrentRow {
+        digest: d,
+        infohash: [9; 20],
+        piece_length: 1 << 20,
+        pieces: vec![1; 20],
+    };
+    store
+        .commit(d, 6, Arc::new(file), Some(t.clone()))
+        .await
+        .unwrap();
+    assert_eq!(store.torrent(d).await.unwrap(), Some(t.clone()));
+    assert_eq!(store.torrents().await.unwrap(), vec![t]);
+    store.evict_to(0, 0).await.unwrap();
+    assert_eq!(
+        store.torrent(d).await.unwrap(),
+        None,
+        "evicted with its blob"
+    );
 }

@@ -1,0 +1,6 @@
+//! BitTorrent between shoal nodes: deterministic torrents for cached blobs (this module),
+//! and later the librqbit session, tracker, catalog and discovery.
+//!
+//! Must not: reach the public internet (no DHT), or accept a blob it did not verify.
+
+pub mod torrent;

@@ -1,0 +1,183 @@
+//! Deterministic v1 torrents: the same bytes give the same infohash on every node, so any
+//! node holding a blob can seed it and any node can find the swarm from the digest alone.
+//! The rule (also in docs/TORRENTS.md; changing it splits every swarm):
+//!
+//! - one file, v1 info dict with exactly the keys `length`, `name`, `piece length`,
+//!   `pieces`, bencoded with sorted keys;
+//! - `name` = `sha256-<64 lowercase hex>` of the blob;
+//! - `piece length` = max(1 MiB, the next power of two ≥ ceil(size / 2000)), at most 16 MiB;
+//! - `pieces` = SHA-1 of each piece, the last piece possibly short, none for an empty blob.
+//!
+//! Pure: no I/O. `PieceHasher` takes the blob's bytes in order (the fill feeds it as the
+//! verified prefix grows), so a blob is never read twice to make its torrent.
+
+use sha1::{Digest as _, Sha1};
+
+use crate::oci::Digest;
+
+const MIB: u64 = 1 << 20;
+const MIN_PIECE: u64 = MIB;
+const MAX_PIECE: u64 = 16 * MIB;
+/// Aim for at most this many pieces (until the piece length hits its cap).
+const TARGET_PIECES: u64 = 2000;
+
+/// The piece length for a blob of `size` bytes.
+pub fn piece_length(size: u64) -> u64 {
+    size.div_ceil(TARGET_PIECES)
+        .checked_next_power_of_two()
+        .unwrap_or(MAX_PIECE)
+        .clamp(MIN_PIECE, MAX_PIECE)
+}
+
+/// Everything that defines a blob's torrent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TorrentInfo {
+    pub digest: Digest,
+    pub size: u64,
+    pub piece_length: u64,
+    /// SHA-1 of each piece, 20 bytes each.
+    pub pieces: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot encode the torrent of {digest}: {reason}")]
+    Encode { digest: Digest, reason: String },
+    #[error("torrent of {digest} has {got} piece hashes, the rule gives {want}")]
+    PieceCount {
+        digest: Digest,
+        got: usize,
+        want: u64,
+    },
+}
+
+impl TorrentInfo {
+    /// Checks that the piece hashes fit the rule for this size.
+    pub fn check(&self) -> Result<(), Error> {
+        let want = self.size.div_ceil(self.piece_length);
+        let got = self.pieces.len() / 20;
+        if self.piece_length != piece_length(self.size)
+            || !self.pieces.len().is_multiple_of(20)
+            || got as u64 != want
+        {
+            return Err(Error::PieceCount {
+                digest: self.digest,
+                got,
+                want,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn name(&self) -> String {
+        format!("sha256-{}", self.digest.hex())
+    }
+
+    /// The bencoded info dict.
+    pub fn info_bytes(&self) -> Result<Vec<u8>, Error> {
+        let mut enc = bendy::encoding::Encoder::new();
+        let name = self.name();
+        enc.emit_dict(|mut d| {
+            d.emit_pair(b"length", self.size)?;
+            d.emit_pair(b"name", name.as_str())?;
+            d.emit_pair(b"piece length", self.piece_length)?;
+            d.emit_pair_with(b"pieces", |e| e.emit_bytes(&self.pieces))
+        })
+        .and_then(|()| enc.get_output())
+        .map_err(|e| Error::Encode {
+            digest: self.digest,
+            reason: e.to_string(),
+        })
+    }
+
+    /// SHA-1 of the bencoded info dict: the torrent's identity.
+    pub fn infohash(&self) -> Result<[u8; 20], Error> {
+        Ok(Sha1::digest(self.info_bytes()?).into())
+    }
+
+    /// A .torrent file announcing to `trackers` (the first is the primary).
+    pub fn torrent_file(&self, trackers: &[String]) -> Result<Vec<u8>, Error> {
+        let info = self.info_bytes()?;
+        // The outer dict is written directly, keys in sorted order, so that the info dict
+        // inside is byte for byte the one the infohash was taken of.
+        fn string(out: &mut Vec<u8>, s: &[u8]) {
+            out.extend_from_slice(s.len().to_string().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(s);
+        }
+        let mut out = Vec::with_capacity(info.len() + 256);
+        out.push(b'd');
+        if let Some(first) = trackers.first() {
+            string(&mut out, b"announce");
+            string(&mut out, first.as_bytes());
+            string(&mut out, b"announce-list");
+            out.push(b'l');
+            for t in trackers {
+                out.push(b'l');
+                string(&mut out, t.as_bytes());
+                out.push(b'e');
+            }
+            out.push(b'e');
+        }
+        string(&mut out, b"created by");
+        string(
+            &mut out,
+            concat!("shoal/", env!("CARGO_PKG_VERSION")).as_bytes(),
+        );
+        string(&mut out, b"info");
+        out.extend_from_slice(&info);
+        out.push(b'e');
+        Ok(out)
+    }
+}
+
+/// SHA-1 of consecutive pieces, fed the blob's bytes in order.
+pub struct PieceHasher {
+    piece_length: u64,
+    current: Sha1,
+    in_piece: u64,
+    pieces: Vec<u8>,
+}
+
+impl PieceHasher {
+    pub fn new(size: u64) -> PieceHasher {
+        let piece_length = piece_length(size);
+        PieceHasher {
+            piece_length,
+            current: Sha1::new(),
+            in_piece: 0,
+            pieces: Vec::with_capacity((size.div_ceil(piece_length) * 20) as usize),
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = (self.piece_length - self.in_piece) as usize;
+            let (now, rest) = data.split_at(room.min(data.len()));
+            self.current.update(now);
+            self.in_piece += now.len() as u64;
+            if self.in_piece == self.piece_length {
+                let done = std::mem::take(&mut self.current);
+                self.pieces.extend_from_slice(&done.finalize());
+                self.in_piece = 0;
+            }
+            data = rest;
+        }
+    }
+
+    /// The torrent of the bytes fed, which must be the whole blob named `digest`.
+    pub fn finish(mut self, digest: Digest, size: u64) -> TorrentInfo {
+        if self.in_piece > 0 {
+            self.pieces.extend_from_slice(&self.current.finalize());
+        }
+        TorrentInfo {
+            digest,
+            size,
+            piece_length: self.piece_length,
+            pieces: self.pieces,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
