@@ -4,3 +4,4 @@
 //! Must not: reach the public internet (no DHT), or accept a blob it did not verify.
 
 pub mod torrent;
+pub mod tracker;
