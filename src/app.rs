@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::mirror::{Mirror, MirrorConfig};
+use crate::p2p::{Swarm, SwarmConfig};
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::upstream::Upstream;
@@ -25,6 +26,8 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error("cannot set up the upstream client")]
     Upstream(#[from] crate::upstream::Error),
+    #[error("cannot start BitTorrent")]
+    Swarm(#[from] crate::p2p::Error),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -41,6 +44,7 @@ pub enum Error {
 pub struct App {
     addr: SocketAddr,
     mirror: Mirror,
+    swarm: Arc<Swarm>,
     store: Store,
     stats: Arc<Stats>,
     stop: Option<oneshot::Sender<()>>,
@@ -53,6 +57,16 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
     let stats = Arc::new(Stats::default());
     stats.restore(&store.load_counters().await?);
     let upstream = Upstream::new(&cfg.upstream, &cfg.fetch)?;
+    let swarm = Swarm::start(
+        SwarmConfig {
+            listen: cfg.bt_listen,
+            idle_after: cfg.p2p.idle_after,
+            work_dir: cfg.data_dir.join("bt"),
+        },
+        store.clone(),
+        stats.clone(),
+    )
+    .await?;
     let mirror = Mirror::new(
         store.clone(),
         upstream,
@@ -62,6 +76,7 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
             tag_ttl: cfg.manifests.tag_ttl,
             max_cache_size: cfg.max_cache_size.map(|s| s.as_u64()),
         },
+        Some(swarm.clone()),
     );
     if let Some(limit) = cfg.max_cache_size {
         let evicted = store.evict_to(limit.as_u64(), 0).await?;
@@ -85,17 +100,19 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
     let (stop, stopped) = oneshot::channel::<()>();
     let state = Arc::new(crate::http::State {
         mirror: mirror.clone(),
+        swarm: swarm.clone(),
         started: Instant::now(),
     });
     let server = tokio::spawn(crate::http::serve(listener, state, async move {
         let _ = stopped.await;
     }));
     let housekeeping = tokio::spawn({
-        let (store, stats) = (store.clone(), stats.clone());
+        let (store, stats, swarm) = (store.clone(), stats.clone(), swarm.clone());
         async move {
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             loop {
                 tick.tick().await;
+                swarm.tick().await;
                 persist(&store, &stats).await;
             }
         }
@@ -103,6 +120,7 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
     Ok(App {
         addr,
         mirror,
+        swarm,
         store,
         stats,
         stop: Some(stop),
@@ -129,6 +147,10 @@ impl App {
         &self.mirror
     }
 
+    pub fn swarm(&self) -> &Arc<Swarm> {
+        &self.swarm
+    }
+
     /// Stops accepting, stops fills (their clients get an error), lets other open requests
     /// finish (bounded), and writes state down once nothing can change it any more.
     pub async fn shutdown(mut self) -> Result<(), Error> {
@@ -138,6 +160,7 @@ impl App {
         self.mirror.shutdown().await;
         let served = (&mut self.server).await;
         self.housekeeping.abort();
+        self.swarm.shutdown().await;
         persist(&self.store, &self.stats).await;
         served?.map_err(Error::Serve)?;
         tracing::info!("shoal stopped");

@@ -35,7 +35,10 @@ pub struct Config {
     /// Evict least-recently-used blobs beyond this total size. No limit when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_cache_size: Option<ByteSize>,
+    /// TCP address for BitTorrent peers (other shoal nodes, standard clients).
+    pub bt_listen: SocketAddr,
     pub fetch: FetchConfig,
+    pub p2p: P2pConfig,
     pub manifests: ManifestConfig,
     pub log: LogConfig,
 }
@@ -63,6 +66,24 @@ pub struct FetchConfig {
     /// A fill that lands no byte for this long fails, and its clients get an error.
     #[serde(with = "humantime_serde")]
     pub give_up_after: Duration,
+}
+
+/// BitTorrent between nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pConfig {
+    /// A seeded blob with no peer for this long leaves the BitTorrent session (it is
+    /// activated again, in about 0.5 s/GiB, when someone asks for it).
+    #[serde(with = "humantime_serde")]
+    pub idle_after: Duration,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            idle_after: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,7 +116,9 @@ impl Default for Config {
             data_dir: default_data_dir(),
             upstream: DEFAULT_UPSTREAM.to_owned(),
             max_cache_size: None,
+            bt_listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
             fetch: FetchConfig::default(),
+            p2p: P2pConfig::default(),
             manifests: ManifestConfig::default(),
             log: LogConfig::default(),
         }
@@ -165,6 +188,9 @@ pub struct ServeArgs {
     /// Evict least-recently-used blobs beyond this size, e.g. 500GiB.
     #[arg(long, value_name = "SIZE")]
     pub max_cache_size: Option<String>,
+    /// BitTorrent listen address [default: 0.0.0.0:6881].
+    #[arg(long, value_name = "ADDR")]
+    pub bt_listen: Option<String>,
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -240,7 +266,7 @@ impl Config {
             })?;
         }
 
-        let flags: [(&str, &[&str], Option<String>); 5] = [
+        let flags: [(&str, &[&str], Option<String>); 6] = [
             ("listen", &["listen"], args.listen.clone()),
             (
                 "data-dir",
@@ -255,6 +281,7 @@ impl Config {
                 &["max_cache_size"],
                 args.max_cache_size.clone(),
             ),
+            ("bt-listen", &["bt_listen"], args.bt_listen.clone()),
             (
                 "log-format",
                 &["log", "format"],
@@ -320,6 +347,7 @@ impl Config {
             ("fetch.connect_timeout", self.fetch.connect_timeout),
             ("fetch.request_timeout", self.fetch.request_timeout),
             ("fetch.give_up_after", self.fetch.give_up_after),
+            ("p2p.idle_after", self.p2p.idle_after),
         ] {
             if d.is_zero() {
                 return bad(key, "must be greater than zero".into());

@@ -8,6 +8,7 @@
 
 mod admin;
 mod error;
+mod p2p;
 mod registry;
 
 use std::convert::Infallible;
@@ -30,6 +31,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::mirror::Mirror;
 use crate::oci::{parse_route, Route};
+use crate::p2p::Swarm;
 use error::{HttpError, RequestShape, Subject};
 
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,7 +55,15 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 /// What handlers can reach.
 pub struct State {
     pub mirror: Mirror,
+    pub swarm: Arc<Swarm>,
     pub started: Instant,
+}
+
+/// The two ends of a request's connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
 }
 
 /// Serves until `shutdown` resolves, then lets open connections finish for a while.
@@ -80,7 +90,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = service(state.clone(), peer);
+        let local = stream.local_addr().unwrap_or(peer);
+        let svc = service(state.clone(), Conn { peer, local });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
@@ -99,7 +110,7 @@ pub async fn serve(
 
 fn service(
     state: Arc<State>,
-    peer: SocketAddr,
+    conn: Conn,
 ) -> hyper_util::service::TowerToHyperService<
     impl tower::Service<
             Request<Incoming>,
@@ -114,7 +125,7 @@ fn service(
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |req: &Request<Incoming>| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), %peer)
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), peer = %conn.peer)
                 })
                 .on_request(())
                 .on_response(
@@ -126,12 +137,12 @@ fn service(
         )
         .service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(state, req).await) }
+            async move { Ok::<_, Infallible>(handle(state, req, conn).await) }
         });
     hyper_util::service::TowerToHyperService::new(svc)
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
     let route = parse_route(req.uri().path());
     let shape = RequestShape {
         ranged: req.headers().contains_key(http::header::RANGE),
@@ -144,7 +155,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     };
     let result = match route {
         Err(e) => Err(HttpError::from(e)),
-        Ok(route) => dispatch(&state, req, route).await,
+        Ok(route) => dispatch(&state, req, route, conn).await,
     };
     result.unwrap_or_else(|e| e.into_response(shape))
 }
@@ -153,6 +164,7 @@ async fn dispatch(
     state: &State,
     req: Request<Incoming>,
     route: Route,
+    conn: Conn,
 ) -> Result<Response<Body>, HttpError> {
     let method = req.method().clone();
     if method != Method::GET && method != Method::HEAD {
@@ -166,5 +178,7 @@ async fn dispatch(
         Route::Blob { name, digest } => registry::blob(state, &req, &name, &digest).await,
         Route::Health => Ok(admin::health()),
         Route::Stats => Ok(admin::stats(state)),
+        Route::Torrent { digest } => p2p::torrent(state, &req, &digest, conn).await,
+        Route::Announce => Ok(p2p::announce(state, &req, conn).await),
     }
 }

@@ -27,6 +27,7 @@ use tracing::Instrument;
 use crate::cache::Cache;
 use crate::config::FetchConfig;
 use crate::oci::{Digest, RangeSpec, RepoName};
+use crate::p2p::Swarm;
 use crate::stats::Stats;
 use crate::store::{self, Store};
 use crate::upstream::{self, BlobProbe, ClientMeta, Upstream};
@@ -185,6 +186,8 @@ struct Inner {
     /// Every fill task (drivers, workers, hashers), so shutdown can stop and await them.
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// Told when blobs leave the cache, to stop seeding them.
+    swarm: Option<Arc<Swarm>>,
     cfg: MirrorConfig,
 }
 
@@ -206,6 +209,7 @@ impl Mirror {
         upstream: Arc<Upstream>,
         stats: Arc<Stats>,
         cfg: MirrorConfig,
+        swarm: Option<Arc<Swarm>>,
     ) -> Mirror {
         Mirror {
             inner: Arc::new(Inner {
@@ -219,6 +223,7 @@ impl Mirror {
                 upstream_down_until: Mutex::new(None),
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
+                swarm,
                 cfg,
             }),
         }
@@ -391,6 +396,9 @@ impl Mirror {
             Ok(evicted) => {
                 for (d, size) in &evicted {
                     tracing::info!(digest = %d, size, "evicted least recently used blob");
+                    if let Some(swarm) = &self.inner.swarm {
+                        swarm.retire(d).await;
+                    }
                 }
                 Stats::add(&self.inner.stats.evictions, evicted.len() as u64);
             }

@@ -3,5 +3,9 @@
 //!
 //! Must not: reach the public internet (no DHT), or accept a blob it did not verify.
 
+mod storage;
+mod swarm;
 pub mod torrent;
 pub mod tracker;
+
+pub use swarm::{Error, Seed, Swarm, SwarmConfig};

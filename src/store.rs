@@ -524,6 +524,11 @@ impl Store {
         self.with_db(move |c| index::torrent(c, &d)).await
     }
 
+    pub async fn digest_by_infohash(&self, infohash: [u8; 20]) -> Result<Option<Digest>> {
+        self.with_db(move |c| index::digest_by_infohash(c, &infohash))
+            .await
+    }
+
     pub async fn torrents(&self) -> Result<Vec<TorrentRow>> {
         self.with_db(|c| index::load_torrents(c)).await
     }

@@ -120,6 +120,7 @@ async fn sigterm_stops_gracefully() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--upstream", &dead_url()])
+        .args(["--bt-listen", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -33,6 +33,7 @@ fn defaults_serve() {
     assert_eq!(c.fetch.connections, 16);
     assert_eq!(c.fetch.stall_timeout, Duration::from_secs(10));
     assert_eq!(c.max_cache_size, None);
+    assert_eq!(c.bt_listen.to_string(), "0.0.0.0:6881");
 }
 
 #[test]
@@ -144,6 +145,11 @@ fn errors_name_the_key_and_source() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("--listen"), "{err}");
+
+    let err = Config::load(&args(&["--bt-listen", "6881"]), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--bt-listen"), "{err}");
 
     let err = Config::load(&args(&["--max-cache-size", "lots"]), env(&[]))
         .unwrap_err()

@@ -24,6 +24,10 @@ pub enum HttpError {
     Method(http::Method),
     #[error(transparent)]
     Mirror(#[from] mirror::Error),
+    #[error("blob {0} is not held by this node")]
+    NotHeld(crate::oci::Digest),
+    #[error(transparent)]
+    Swarm(#[from] crate::p2p::Error),
 }
 
 /// What the failing request was about, to pick BLOB_UNKNOWN vs MANIFEST_UNKNOWN.
@@ -67,6 +71,11 @@ impl HttpError {
             HttpError::Mirror(e) if e.unsatisfiable_size().is_some() => {
                 (S::RANGE_NOT_SATISFIABLE, ErrorCode::RangeInvalid)
             }
+            HttpError::NotHeld(_) => (S::NOT_FOUND, ErrorCode::BlobUnknown),
+            HttpError::Swarm(crate::p2p::Error::Timeout { .. }) => {
+                (S::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
+            }
+            HttpError::Swarm(_) => (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable),
             HttpError::Mirror(e) => match e.kind() {
                 ErrorKind::NotFound => (
                     S::NOT_FOUND,

@@ -19,6 +19,12 @@ pub enum Route {
     },
     Health,
     Stats,
+    /// `GET /_shoal/v1/blobs/sha256:<hex>/torrent`
+    Torrent {
+        digest: Digest,
+    },
+    /// `GET /announce`: the BitTorrent tracker.
+    Announce,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -44,7 +50,16 @@ pub fn parse_route(path: &str) -> Result<Route, RouteError> {
         "/v2" | "/v2/" => return Ok(Route::Base),
         "/_shoal/v1/health" => return Ok(Route::Health),
         "/_shoal/v1/stats" => return Ok(Route::Stats),
+        "/announce" => return Ok(Route::Announce),
         _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/_shoal/v1/blobs/") {
+        return match rest.strip_suffix("/torrent") {
+            Some(digest) => Ok(Route::Torrent {
+                digest: digest.parse()?,
+            }),
+            None => Err(RouteError::NotFound),
+        };
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Err(RouteError::NotFound);
@@ -81,6 +96,21 @@ mod tests {
     fn routes() {
         assert_eq!(parse_route("/v2/"), Ok(Route::Base));
         assert_eq!(parse_route("/_shoal/v1/health"), Ok(Route::Health));
+        assert_eq!(parse_route("/announce"), Ok(Route::Announce));
+        assert_eq!(
+            parse_route(&format!("/_shoal/v1/blobs/sha256:{HEX}/torrent")),
+            Ok(Route::Torrent {
+                digest: format!("sha256:{HEX}").parse().unwrap()
+            })
+        );
+        assert!(matches!(
+            parse_route("/_shoal/v1/blobs/sha256:../torrent"),
+            Err(RouteError::Digest(_))
+        ));
+        assert_eq!(
+            parse_route(&format!("/_shoal/v1/blobs/sha256:{HEX}")),
+            Err(RouteError::NotFound)
+        );
         match parse_route("/v2/library/granite-code/manifests/8b") {
             Ok(Route::Manifest { name, reference }) => {
                 assert_eq!(name.as_str(), "library/granite-code");

@@ -110,6 +110,18 @@ pub(super) fn torrent(conn: &Connection, d: &Digest) -> rusqlite::Result<Option<
     .optional()
 }
 
+pub(super) fn digest_by_infohash(
+    conn: &Connection,
+    infohash: &[u8; 20],
+) -> rusqlite::Result<Option<Digest>> {
+    conn.query_row(
+        "SELECT digest FROM torrents WHERE infohash = ?1",
+        [&infohash[..]],
+        |r| digest_col(r.get(0)?),
+    )
+    .optional()
+}
+
 /// Every torrent, for start-up (infohash lookups and seeding are served from memory).
 pub(super) fn load_torrents(conn: &Connection) -> rusqlite::Result<Vec<TorrentRow>> {
     let mut stmt = conn.prepare("SELECT digest, infohash, piece_length, pieces FROM torrents")?;

@@ -36,6 +36,7 @@ pub fn test_config(upstream: &str, data_dir: PathBuf) -> Config {
         upstream: upstream.to_owned(),
         ..Config::default()
     };
+    c.bt_listen = "127.0.0.1:0".parse().unwrap();
     c.fetch.min_span = bytesize::ByteSize::kib(256);
     c.fetch.stall_timeout = Duration::from_secs(2);
     c.fetch.give_up_after = Duration::from_secs(10);

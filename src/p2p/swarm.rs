@@ -1,0 +1,430 @@
+//! The node's BitTorrent side: one librqbit session, torrents for cached blobs, and the
+//! tracker that introduces peers.
+//!
+//! Torrents are **activated on demand**: a complete blob joins the session when someone
+//! asks for it (its .torrent, a tracker announce, a peer's fill), and leaves after
+//! `idle_after` without peers. Joining costs one SHA-1 pass over the blob (librqbit checks
+//! every piece on add, about 0.5 s/GiB), which keeps a restart O(1) whatever the cache
+//! holds and costs no CPU or memory for blobs nobody wants. An active seed holds a store
+//! lease, so a blob being uploaded is never evicted.
+//!
+//! Must not: talk to the public internet (DHT, LSD and UPnP are off), or seed a blob whose
+//! pieces do not check out.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use librqbit::api::TorrentIdOrHash;
+use librqbit::storage::StorageFactoryExt;
+use librqbit::{
+    AddTorrent, AddTorrentOptions, AddTorrentResponse, ListenerMode, ListenerOptions,
+    ManagedTorrent, Session, SessionOptions,
+};
+
+use super::storage::CompleteBlob;
+use super::torrent::{PieceHasher, TorrentInfo};
+use super::tracker::{self, Swarms};
+use crate::oci::Digest;
+use crate::stats::Stats;
+use crate::store::{BlobLease, Store, TorrentRow};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ManagedTorrentHandle = Arc<ManagedTorrent>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start BitTorrent on {addr}")]
+    Start {
+        addr: SocketAddr,
+        #[source]
+        source: BoxError,
+    },
+    #[error("cannot seed blob {digest}")]
+    Seed {
+        digest: Digest,
+        #[source]
+        source: BoxError,
+    },
+    #[error("blob {digest} fails its own torrent's piece check; not seeding it")]
+    Corrupt { digest: Digest },
+    #[error("seeding blob {digest} did not start within {after:?}")]
+    Timeout { digest: Digest, after: Duration },
+    #[error("store lookup failed")]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Torrent(#[from] super::torrent::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// TCP address for BitTorrent peers.
+    pub listen: SocketAddr,
+    /// An active torrent with no peer for this long leaves the session.
+    pub idle_after: Duration,
+    /// Where librqbit may keep its own files (it writes none with shoal's storage).
+    pub work_dir: PathBuf,
+}
+
+/// One active seed.
+pub struct Seed {
+    pub info: TorrentInfo,
+    pub infohash: [u8; 20],
+    handle: ManagedTorrentHandle,
+    last_busy: Mutex<Instant>,
+    _lease: BlobLease,
+}
+
+pub struct Swarm {
+    session: Arc<Session>,
+    store: Store,
+    stats: Arc<Stats>,
+    listen: SocketAddr,
+    idle_after: Duration,
+    active: Mutex<HashMap<Digest, Arc<tokio::sync::OnceCell<Arc<Seed>>>>>,
+    swarms: Swarms,
+    /// The session's cumulative upload counter, as last added to `stats.seeded_bytes`.
+    uploaded_counted: AtomicU64,
+}
+
+fn boxed(e: anyhow::Error) -> BoxError {
+    e.into()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A port to announce must be known before the session starts; for port 0 one is picked.
+fn concrete_port(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = std::net::TcpListener::bind(addr)?;
+    probe.local_addr()
+}
+
+impl Swarm {
+    pub async fn start(cfg: SwarmConfig, store: Store, stats: Arc<Stats>) -> Result<Arc<Swarm>> {
+        let start_err = |source: BoxError| Error::Start {
+            addr: cfg.listen,
+            source,
+        };
+        let listen = concrete_port(cfg.listen).map_err(|e| start_err(e.into()))?;
+        let opts = SessionOptions {
+            dht: None,
+            disable_local_service_discovery: true,
+            listen: Some(ListenerOptions {
+                mode: ListenerMode::TcpOnly,
+                listen_addr: listen,
+                // librqbit would say port 4240 in announces when listening on loopback.
+                announce_port: Some(listen.port()),
+                enable_upnp_port_forwarding: false,
+                ..Default::default()
+            }),
+            persistence: None,
+            fastresume: false,
+            ..Default::default()
+        };
+        std::fs::create_dir_all(&cfg.work_dir).map_err(|e| start_err(e.into()))?;
+        let session = Session::new_with_opts(cfg.work_dir.clone(), opts)
+            .await
+            .map_err(|e| start_err(boxed(e)))?;
+        let listen = session.listen_addr().unwrap_or(listen);
+        tracing::info!(%listen, "BitTorrent listening (DHT, LSD and UPnP off)");
+        Ok(Arc::new(Swarm {
+            session,
+            store,
+            stats,
+            listen,
+            idle_after: cfg.idle_after,
+            active: Mutex::new(HashMap::new()),
+            swarms: Swarms::default(),
+            uploaded_counted: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The address peers should dial: the listen address, or when it is unspecified, the
+    /// local address the asking peer reached this node on.
+    pub fn advertised(&self, local: SocketAddr) -> SocketAddr {
+        if self.listen.ip().is_unspecified() {
+            SocketAddr::new(local.ip(), self.listen.port())
+        } else {
+            self.listen
+        }
+    }
+
+    /// Makes sure a held blob is seeded; `None` when the blob is not held.
+    pub async fn activate(&self, digest: &Digest) -> Result<Option<Arc<Seed>>> {
+        let cell = lock(&self.active).entry(*digest).or_default().clone();
+        match cell.get_or_try_init(|| self.add(*digest)).await {
+            Ok(seed) => {
+                *lock(&seed.last_busy) = Instant::now();
+                Ok(Some(seed.clone()))
+            }
+            Err(e) => {
+                let mut active = lock(&self.active);
+                if active.get(digest).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    active.remove(digest);
+                }
+                match e {
+                    AddError::NotHeld => Ok(None),
+                    AddError::Failed(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn add(&self, digest: Digest) -> std::result::Result<Arc<Seed>, AddError> {
+        let lease = self.store.acquire(&digest).ok_or(AddError::NotHeld)?;
+        if lease.size() == 0 {
+            return Err(AddError::NotHeld);
+        }
+        let info = self.torrent_info(digest, &lease).await?;
+        let infohash = info.infohash()?;
+        let mut bytes = b"d4:info".to_vec();
+        bytes.extend_from_slice(&info.info_bytes()?);
+        bytes.push(b'e');
+        let seed_err = |e: anyhow::Error| Error::Seed {
+            digest,
+            source: boxed(e),
+        };
+        let added = self
+            .session
+            .add_torrent(
+                AddTorrent::from_bytes(bytes),
+                Some(AddTorrentOptions {
+                    storage_factory: Some(
+                        CompleteBlob {
+                            path: self.store.blob_path(&digest),
+                        }
+                        .boxed(),
+                    ),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(seed_err)?;
+        let handle = match added {
+            AddTorrentResponse::Added(_, h) | AddTorrentResponse::AlreadyManaged(_, h) => h,
+            AddTorrentResponse::ListOnly(_) => {
+                return Err(seed_err(anyhow::anyhow!("added as list-only")).into())
+            }
+        };
+        // librqbit checks every piece on add: ~0.5 s/GiB, plus slack for a busy disk.
+        let budget = Duration::from_secs(30 + info.size / (100 << 20));
+        match tokio::time::timeout(budget, handle.wait_until_initialized()).await {
+            Err(_) => {
+                self.drop_torrent(&handle).await;
+                return Err(Error::Timeout {
+                    digest,
+                    after: budget,
+                }
+                .into());
+            }
+            Ok(Err(e)) => {
+                self.drop_torrent(&handle).await;
+                return Err(seed_err(e).into());
+            }
+            Ok(Ok(())) => {}
+        }
+        if !handle.stats().finished {
+            self.drop_torrent(&handle).await;
+            tracing::error!(%digest, "cached blob fails its torrent's piece check");
+            return Err(Error::Corrupt { digest }.into());
+        }
+        tracing::info!(%digest, infohash = %hex::encode(infohash), "seeding");
+        Ok(Arc::new(Seed {
+            info,
+            infohash,
+            handle,
+            last_busy: Mutex::new(Instant::now()),
+            _lease: lease,
+        }))
+    }
+
+    /// The blob's torrent from the index, or computed now (for blobs that came without
+    /// one: adopted after a crash, or cached before torrents existed) and recorded.
+    async fn torrent_info(&self, digest: Digest, lease: &BlobLease) -> Result<TorrentInfo> {
+        let size = lease.size();
+        if let Some(row) = self.store.torrent(digest).await? {
+            let info = TorrentInfo {
+                digest,
+                size,
+                piece_length: row.piece_length,
+                pieces: row.pieces,
+            };
+            if info.check().is_ok() {
+                return Ok(info);
+            }
+            tracing::warn!(%digest, "stored torrent does not fit the rule; recomputing");
+        }
+        let path = self.store.blob_path(&digest);
+        let info = tokio::task::spawn_blocking(move || -> std::io::Result<TorrentInfo> {
+            use std::io::Read;
+            let mut f = std::fs::File::open(&path)?;
+            let mut hasher = PieceHasher::new(size);
+            let mut buf = vec![0u8; 4 << 20];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            Ok(hasher.finish(digest, size))
+        })
+        .await
+        .map_err(|e| Error::Seed {
+            digest,
+            source: e.into(),
+        })?
+        .map_err(|e| Error::Seed {
+            digest,
+            source: e.into(),
+        })?;
+        self.store
+            .put_torrent(TorrentRow {
+                digest,
+                infohash: info.infohash()?,
+                piece_length: info.piece_length,
+                pieces: info.pieces.clone(),
+            })
+            .await?;
+        Ok(info)
+    }
+
+    async fn drop_torrent(&self, handle: &ManagedTorrentHandle) {
+        if let Err(e) = self
+            .session
+            .delete(TorrentIdOrHash::Id(handle.id()), false)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot remove a torrent from the session");
+        }
+    }
+
+    /// Stops seeding a blob (evicted, or idle).
+    pub async fn retire(&self, digest: &Digest) {
+        let cell = lock(&self.active).remove(digest);
+        if let Some(seed) = cell.and_then(|c| c.get().cloned()) {
+            self.drop_torrent(&seed.handle).await;
+            tracing::info!(%digest, "stopped seeding");
+        }
+    }
+
+    /// Housekeeping: count uploads into `seeded_bytes`, and retire seeds that have had no
+    /// peer for `idle_after`.
+    pub async fn tick(&self) {
+        let uploaded = self.session.stats_snapshot().counters.uploaded_bytes;
+        let before = self.uploaded_counted.swap(uploaded, Ordering::Relaxed);
+        Stats::add(&self.stats.seeded_bytes, uploaded.saturating_sub(before));
+
+        let seeds: Vec<(Digest, Arc<Seed>)> = lock(&self.active)
+            .iter()
+            .filter_map(|(d, c)| c.get().map(|s| (*d, s.clone())))
+            .collect();
+        let mut idle = Vec::new();
+        for (digest, seed) in seeds {
+            let peers = seed
+                .handle
+                .stats()
+                .live
+                .map_or(0, |l| l.snapshot.peer_stats.live);
+            let mut last = lock(&seed.last_busy);
+            if peers > 0 {
+                *last = Instant::now();
+            } else if last.elapsed() > self.idle_after {
+                idle.push(digest);
+            }
+        }
+        for digest in idle {
+            self.retire(&digest).await;
+        }
+    }
+
+    /// The .torrent of a held blob, announcing to `trackers`; `None` when not held.
+    pub async fn torrent_file(
+        &self,
+        digest: &Digest,
+        trackers: &[String],
+    ) -> Result<Option<Vec<u8>>> {
+        match self.activate(digest).await? {
+            Some(seed) => Ok(Some(seed.info.torrent_file(trackers)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Answers a tracker announce from `peer`, which reached this node at `local`.
+    /// Always a bencoded body (trackers report refusals in-band).
+    pub async fn announce(&self, query: &str, peer: SocketAddr, local: SocketAddr) -> Vec<u8> {
+        let a = match tracker::parse_announce(query) {
+            Ok(a) => a,
+            Err(e) => return tracker::encode_failure(&e.to_string()),
+        };
+        let digest = match self.store.digest_by_infohash(a.info_hash).await {
+            Ok(Some(d)) => d,
+            Ok(None) => return tracker::encode_failure("unknown torrent"),
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "tracker lookup failed");
+                return tracker::encode_failure("internal error");
+            }
+        };
+        let me = match self.activate(&digest).await {
+            Ok(Some(_)) => Some(self.advertised(local)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(%digest, error = %crate::telemetry::chain(&e), "cannot seed for a tracker announce");
+                None
+            }
+        };
+        // The connection's address, not a claimed `ip=`: a tracker must not be usable to
+        // point a swarm at someone else.
+        let from = SocketAddr::new(peer.ip(), a.port);
+        let (mut peers, mut seeders, leechers) = self.swarms.announce(&a, from);
+        if let Some(me) = me.filter(|me| *me != from) {
+            peers.retain(|p| *p != me);
+            peers.insert(0, me);
+            seeders += 1;
+        }
+        tracker::encode_peers(&peers, seeders, leechers)
+    }
+
+    /// Stops the session (about a second: librqbit pauses every torrent first).
+    pub async fn shutdown(&self) {
+        self.tick().await;
+        self.session.stop().await;
+    }
+}
+
+enum AddError {
+    NotHeld,
+    Failed(Error),
+}
+
+impl From<Error> for AddError {
+    fn from(e: Error) -> Self {
+        AddError::Failed(e)
+    }
+}
+
+impl From<super::torrent::Error> for AddError {
+    fn from(e: super::torrent::Error) -> Self {
+        AddError::Failed(e.into())
+    }
+}
+
+impl From<crate::store::Error> for AddError {
+    fn from(e: crate::store::Error) -> Self {
+        AddError::Failed(e.into())
+    }
+}
