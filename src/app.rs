@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::mirror::{Mirror, MirrorConfig};
-use crate::p2p::{Swarm, SwarmConfig};
+use crate::p2p::{Peers, Swarm, SwarmConfig};
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::upstream::Upstream;
@@ -28,6 +28,8 @@ pub enum Error {
     Upstream(#[from] crate::upstream::Error),
     #[error("cannot start BitTorrent")]
     Swarm(#[from] crate::p2p::Error),
+    #[error("cannot set up peers")]
+    Peers(#[from] crate::p2p::PeersError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -50,6 +52,7 @@ pub struct App {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     housekeeping: JoinHandle<()>,
+    background: tokio_util::sync::CancellationToken,
 }
 
 pub async fn start(cfg: Config) -> Result<App, Error> {
@@ -98,9 +101,17 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), upstream = %cfg.upstream, blobs, bytes, "shoal serving");
 
     let (stop, stopped) = oneshot::channel::<()>();
+    let peers = Peers::new(store.clone(), &cfg.peers, cfg.p2p.swarm_key.clone()).await?;
+    let background = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(
+        peers
+            .clone()
+            .run(cfg.p2p.catalog_interval, background.child_token()),
+    );
     let state = Arc::new(crate::http::State {
         mirror: mirror.clone(),
         swarm: swarm.clone(),
+        peers: peers.clone(),
         started: Instant::now(),
     });
     let server = tokio::spawn(crate::http::serve(listener, state, async move {
@@ -126,6 +137,7 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         stop: Some(stop),
         server,
         housekeeping,
+        background,
     })
 }
 
@@ -157,6 +169,7 @@ impl App {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.background.cancel();
         self.mirror.shutdown().await;
         let served = (&mut self.server).await;
         self.housekeeping.abort();

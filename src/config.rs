@@ -37,6 +37,8 @@ pub struct Config {
     pub max_cache_size: Option<ByteSize>,
     /// TCP address for BitTorrent peers (other shoal nodes, standard clients).
     pub bt_listen: SocketAddr,
+    /// Other shoal nodes, `http://host:port` (LAN discovery finds more).
+    pub peers: Vec<String>,
     pub fetch: FetchConfig,
     pub p2p: P2pConfig,
     pub manifests: ManifestConfig,
@@ -76,12 +78,26 @@ pub struct P2pConfig {
     /// activated again, in about 0.5 s/GiB, when someone asks for it).
     #[serde(with = "humantime_serde")]
     pub idle_after: Duration,
+    /// How often peers' catalogs are fetched.
+    #[serde(with = "humantime_serde")]
+    pub catalog_interval: Duration,
+    /// A fill from peers that verifies no piece for this long hands the missing ranges to
+    /// upstream. Well under ollama's 30 s stall timer.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// When set, catalog and tracker requests must carry it: boxes outside the swarm cannot
+    /// list what this node holds or find its peers. See docs/SWARM.md for what it does not do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm_key: Option<String>,
 }
 
 impl Default for P2pConfig {
     fn default() -> Self {
         P2pConfig {
             idle_after: Duration::from_secs(300),
+            catalog_interval: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(5),
+            swarm_key: None,
         }
     }
 }
@@ -117,6 +133,7 @@ impl Default for Config {
             upstream: DEFAULT_UPSTREAM.to_owned(),
             max_cache_size: None,
             bt_listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
+            peers: Vec::new(),
             fetch: FetchConfig::default(),
             p2p: P2pConfig::default(),
             manifests: ManifestConfig::default(),
@@ -191,6 +208,9 @@ pub struct ServeArgs {
     /// BitTorrent listen address [default: 0.0.0.0:6881].
     #[arg(long, value_name = "ADDR")]
     pub bt_listen: Option<String>,
+    /// Another shoal node, http://host:port (repeatable; also SHOAL_PEERS, comma-separated).
+    #[arg(long = "peer", value_name = "URL")]
+    pub peers: Vec<String>,
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -255,6 +275,22 @@ impl Config {
         }
 
         for (var, value) in env.iter().filter(|(k, _)| k != ENV_CONFIG) {
+            if var == "SHOAL_PEERS" {
+                let list = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| toml::Value::String(p.to_owned()))
+                    .collect();
+                let mut next = table.clone();
+                set_value(&mut next, &["peers".to_owned()], toml::Value::Array(list));
+                check(&next).map_err(|message| ConfigError::Env {
+                    var: var.clone(),
+                    message,
+                })?;
+                table = next;
+                continue;
+            }
             let key: Vec<String> = var[ENV_PREFIX.len()..]
                 .to_lowercase()
                 .split("__")
@@ -291,6 +327,14 @@ impl Config {
                 }),
             ),
         ];
+        if !args.peers.is_empty() {
+            let list = args
+                .peers
+                .iter()
+                .map(|p| toml::Value::String(p.clone()))
+                .collect();
+            set_value(&mut table, &["peers".to_owned()], toml::Value::Array(list));
+        }
         for (flag, key, value) in flags {
             let Some(value) = value else { continue };
             let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
@@ -320,6 +364,25 @@ impl Config {
         if let Err(e) = crate::upstream::parse_base_url(&self.upstream) {
             return bad("upstream", e.to_string());
         }
+        for p in &self.peers {
+            if let Err(e) = crate::p2p::parse_peer_url(p) {
+                return bad("peers", e.to_string());
+            }
+        }
+        if self.p2p.swarm_key.as_deref().is_some_and(|k| {
+            k.len() < 8
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        }) {
+            return bad(
+                "p2p.swarm_key",
+                "must be at least 8 characters of A-Z a-z 0-9 - _ .".into(),
+            );
+        }
+        if self.p2p.stall_timeout.is_zero() || self.p2p.stall_timeout > Duration::from_secs(20) {
+            return bad("p2p.stall_timeout", "must be between 1ms and 20s".into());
+        }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty".into());
         }
@@ -348,6 +411,7 @@ impl Config {
             ("fetch.request_timeout", self.fetch.request_timeout),
             ("fetch.give_up_after", self.fetch.give_up_after),
             ("p2p.idle_after", self.p2p.idle_after),
+            ("p2p.catalog_interval", self.p2p.catalog_interval),
         ] {
             if d.is_zero() {
                 return bad(key, "must be greater than zero".into());

@@ -31,7 +31,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::mirror::Mirror;
 use crate::oci::{parse_route, Route};
-use crate::p2p::Swarm;
+use crate::p2p::{Peers, Swarm};
 use error::{HttpError, RequestShape, Subject};
 
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -56,6 +56,7 @@ pub fn full(b: impl Into<Bytes>) -> Body {
 pub struct State {
     pub mirror: Mirror,
     pub swarm: Arc<Swarm>,
+    pub peers: Arc<Peers>,
     pub started: Instant,
 }
 
@@ -179,6 +180,8 @@ async fn dispatch(
         Route::Health => Ok(admin::health()),
         Route::Stats => Ok(admin::stats(state)),
         Route::Torrent { digest } => p2p::torrent(state, &req, &digest, conn).await,
-        Route::Announce => Ok(p2p::announce(state, &req, conn).await),
+        Route::Announce { key } => Ok(p2p::announce(state, &req, key.as_deref(), conn).await),
+        Route::Catalog => p2p::catalog(state, &req, conn).await,
+        Route::Peers => p2p::peers(state).await,
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! Must not: reach the public internet (no DHT), or accept a blob it did not verify.
 
+mod peers;
 mod storage;
 mod swarm;
 pub mod torrent;
 pub mod tracker;
 
+pub use peers::{parse_peer_url, Catalog, Error as PeersError, Peers, SWARM_KEY_HEADER};
 pub use swarm::{Error, Seed, Swarm, SwarmConfig};

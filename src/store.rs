@@ -110,6 +110,50 @@ pub struct TorrentRow {
     pub pieces: Vec<u8>,
 }
 
+/// One blob a node offers its peers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CatalogEntry {
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(with = "hex_bytes")]
+    pub infohash: [u8; 20],
+}
+
+/// A peer that holds a blob, per its last catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub peer_url: String,
+    pub bt_addr: String,
+    pub size: u64,
+    pub infohash: [u8; 20],
+}
+
+/// A row of the `peers` table, with the size of its last catalog.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerRow {
+    pub url: String,
+    pub node_id: Option<String>,
+    pub bt_addr: Option<String>,
+    pub source: String,
+    pub last_ok_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub failures: u64,
+    pub blobs: u64,
+}
+
+mod hex_bytes {
+    pub fn serialize<S: serde::Serializer>(b: &[u8; 20], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 20], D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        let mut out = [0u8; 20];
+        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagRow {
     pub digest: Digest,
@@ -536,6 +580,53 @@ impl Store {
     /// Records the torrent of a complete blob made without one (adopted or imported).
     pub async fn put_torrent(&self, t: TorrentRow) -> Result<()> {
         self.with_db(move |c| index::insert_torrent(c, &t)).await
+    }
+
+    /// This node's id: random, made once, kept in the index.
+    pub async fn node_id(&self) -> Result<String> {
+        self.with_db(|c| {
+            if let Some(id) = index::setting(c, "node_id")? {
+                return Ok(id);
+            }
+            let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+            index::set_setting(c, "node_id", &id)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    pub async fn catalog(&self) -> Result<Vec<CatalogEntry>> {
+        self.with_db(|c| index::catalog(c)).await
+    }
+
+    pub async fn add_peer(&self, url: String, source: &'static str) -> Result<()> {
+        self.with_db(move |c| index::upsert_peer(c, &url, source))
+            .await
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerRow>> {
+        self.with_db(|c| index::peers(c)).await
+    }
+
+    pub async fn replace_catalog(
+        &self,
+        url: String,
+        node_id: String,
+        bt_addr: String,
+        entries: Vec<CatalogEntry>,
+    ) -> Result<()> {
+        let now = now_ms();
+        self.with_db(move |c| index::replace_catalog(c, &url, &node_id, &bt_addr, &entries, now))
+            .await
+    }
+
+    pub async fn peer_failed(&self, url: String, error: String, forget_after: u64) -> Result<()> {
+        self.with_db(move |c| index::peer_failed(c, &url, &error, forget_after))
+            .await
+    }
+
+    pub async fn holders(&self, d: Digest) -> Result<Vec<Holder>> {
+        self.with_db(move |c| index::holders(c, &d)).await
     }
 
     pub async fn manifest(&self, d: Digest) -> Result<Option<StoredManifest>> {

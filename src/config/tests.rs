@@ -86,6 +86,41 @@ fn precedence_defaults_file_env_flags() {
 }
 
 #[test]
+fn peers_from_flags_env_and_file() {
+    let c = Config::load(
+        &args(&[
+            "--peer",
+            "http://10.0.0.2:9200",
+            "--peer",
+            "http://10.0.0.3:9200",
+        ]),
+        env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.peers, ["http://10.0.0.2:9200", "http://10.0.0.3:9200"]);
+    let c = Config::load(
+        &args(&[]),
+        env(&[("SHOAL_PEERS", "http://a:1, http://b:2")]),
+    )
+    .unwrap();
+    assert_eq!(c.peers, ["http://a:1", "http://b:2"]);
+    let f = file("peers = [\"http://c:3\"]\n");
+    let c = Config::load(&args(&["--config", f.path().to_str().unwrap()]), env(&[])).unwrap();
+    assert_eq!(c.peers, ["http://c:3"]);
+    let err = Config::load(&args(&["--peer", "10.0.0.2:9200"]), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("peers") && err.contains("10.0.0.2:9200"),
+        "{err}"
+    );
+    let err = Config::load(&args(&[]), env(&[("SHOAL_P2P__SWARM_KEY", "short")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("swarm_key"), "{err}");
+}
+
+#[test]
 fn kubernetes_service_variables_are_ignored() {
     let e = env(&[
         ("SHOAL_SERVICE_HOST", "10.0.0.5"),

@@ -28,6 +28,10 @@ pub enum HttpError {
     NotHeld(crate::oci::Digest),
     #[error(transparent)]
     Swarm(#[from] crate::p2p::Error),
+    #[error("peer catalog unavailable")]
+    Peers(#[from] crate::p2p::PeersError),
+    #[error("this needs the swarm key (X-Shoal-Swarm-Key)")]
+    SwarmKey,
 }
 
 /// What the failing request was about, to pick BLOB_UNKNOWN vs MANIFEST_UNKNOWN.
@@ -75,7 +79,10 @@ impl HttpError {
             HttpError::Swarm(crate::p2p::Error::Timeout { .. }) => {
                 (S::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
             }
-            HttpError::Swarm(_) => (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable),
+            HttpError::Swarm(_) | HttpError::Peers(_) => {
+                (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable)
+            }
+            HttpError::SwarmKey => (S::FORBIDDEN, ErrorCode::Denied),
             HttpError::Mirror(e) => match e.kind() {
                 ErrorKind::NotFound => (
                     S::NOT_FOUND,

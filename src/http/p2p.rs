@@ -1,4 +1,8 @@
-//! BitTorrent over HTTP: a blob's .torrent, and the tracker.
+//! BitTorrent over HTTP: a blob's .torrent, the tracker, and what peers exchange.
+//!
+//! With a swarm key configured, the catalog and .torrent files need it in the
+//! `X-Shoal-Swarm-Key` header, and the tracker lives at `/announce/<key>` (the URL
+//! standard clients find in the .torrent). Registry pulls never need it.
 
 use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HOST};
 use http::{Request, Response};
@@ -7,6 +11,23 @@ use hyper::body::Incoming;
 use super::error::HttpError;
 use super::{empty, full, Body, Conn, State};
 use crate::oci::Digest;
+use crate::p2p::SWARM_KEY_HEADER;
+
+/// Same-length comparison that looks at every byte, so the key is not guessable by timing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the request may see swarm data: no key configured, or the right one sent.
+fn admitted(state: &State, req: &Request<Incoming>) -> bool {
+    match state.peers.swarm_key() {
+        None => true,
+        Some(key) => req
+            .headers()
+            .get(SWARM_KEY_HEADER)
+            .is_some_and(|v| same(v.as_bytes(), key.as_bytes())),
+    }
+}
 
 /// `host[:port]` as the client addressed this node, for URLs handed back to it; the local
 /// address when the Host header is missing or not a plain host.
@@ -29,7 +50,13 @@ pub async fn torrent(
     digest: &Digest,
     conn: Conn,
 ) -> Result<Response<Body>, HttpError> {
-    let tracker = format!("http://{}/announce", authority(req, conn));
+    if !admitted(state, req) {
+        return Err(HttpError::SwarmKey);
+    }
+    let tracker = match state.peers.swarm_key() {
+        Some(key) => format!("http://{}/announce/{key}", authority(req, conn)),
+        None => format!("http://{}/announce", authority(req, conn)),
+    };
     match state.swarm.torrent_file(digest, &[tracker]).await? {
         Some(bytes) => Ok(Response::builder()
             .header(CONTENT_TYPE, "application/x-bittorrent")
@@ -43,11 +70,57 @@ pub async fn torrent(
     }
 }
 
-pub async fn announce(state: &State, req: &Request<Incoming>, conn: Conn) -> Response<Body> {
+pub async fn announce(
+    state: &State,
+    req: &Request<Incoming>,
+    key: Option<&str>,
+    conn: Conn,
+) -> Response<Body> {
     let query = req.uri().query().unwrap_or("");
-    let body = state.swarm.announce(query, conn.peer, conn.local).await;
+    let body = match (state.peers.swarm_key(), key) {
+        (Some(want), Some(got)) if same(want.as_bytes(), got.as_bytes()) => {
+            state.swarm.announce(query, conn.peer, conn.local).await
+        }
+        (None, None) => state.swarm.announce(query, conn.peer, conn.local).await,
+        (Some(_), _) => crate::p2p::tracker::encode_failure("this tracker needs the swarm key"),
+        (None, Some(_)) => crate::p2p::tracker::encode_failure("no such tracker"),
+    };
     Response::builder()
         .header(CONTENT_TYPE, "text/plain")
         .body(full(body))
         .unwrap_or_else(|_| Response::new(empty()))
+}
+
+pub async fn catalog(
+    state: &State,
+    req: &Request<Incoming>,
+    conn: Conn,
+) -> Result<Response<Body>, HttpError> {
+    if !admitted(state, req) {
+        return Err(HttpError::SwarmKey);
+    }
+    let catalog = state
+        .peers
+        .catalog(state.swarm.advertised(conn.local))
+        .await?;
+    Ok(json(&catalog))
+}
+
+pub async fn peers(state: &State) -> Result<Response<Body>, HttpError> {
+    let peers = state.peers.list().await?;
+    Ok(json(&serde_json::json!({
+        "node_id": state.peers.node_id(),
+        "bt_listen": state.swarm.listen_addr().to_string(),
+        "peers": peers,
+    })))
+}
+
+fn json(v: &impl serde::Serialize) -> Response<Body> {
+    match serde_json::to_vec(v) {
+        Ok(body) => Response::builder()
+            .header(CONTENT_TYPE, "application/json")
+            .body(full(body))
+            .unwrap_or_else(|_| Response::new(empty())),
+        Err(_) => Response::new(empty()),
+    }
 }

@@ -23,8 +23,14 @@ pub enum Route {
     Torrent {
         digest: Digest,
     },
-    /// `GET /announce`: the BitTorrent tracker.
-    Announce,
+    /// `GET /announce` or `/announce/<swarm key>`: the BitTorrent tracker.
+    Announce {
+        key: Option<String>,
+    },
+    /// `GET /_shoal/v1/catalog`: what this node holds, for its peers.
+    Catalog,
+    /// `GET /_shoal/v1/peers`: known peers and their state.
+    Peers,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -50,8 +56,18 @@ pub fn parse_route(path: &str) -> Result<Route, RouteError> {
         "/v2" | "/v2/" => return Ok(Route::Base),
         "/_shoal/v1/health" => return Ok(Route::Health),
         "/_shoal/v1/stats" => return Ok(Route::Stats),
-        "/announce" => return Ok(Route::Announce),
+        "/announce" => return Ok(Route::Announce { key: None }),
+        "/_shoal/v1/catalog" => return Ok(Route::Catalog),
+        "/_shoal/v1/peers" => return Ok(Route::Peers),
         _ => {}
+    }
+    if let Some(key) = path.strip_prefix("/announce/") {
+        if key.is_empty() || key.len() > 128 || key.contains('/') {
+            return Err(RouteError::NotFound);
+        }
+        return Ok(Route::Announce {
+            key: Some(key.to_owned()),
+        });
     }
     if let Some(rest) = path.strip_prefix("/_shoal/v1/blobs/") {
         return match rest.strip_suffix("/torrent") {
@@ -96,7 +112,13 @@ mod tests {
     fn routes() {
         assert_eq!(parse_route("/v2/"), Ok(Route::Base));
         assert_eq!(parse_route("/_shoal/v1/health"), Ok(Route::Health));
-        assert_eq!(parse_route("/announce"), Ok(Route::Announce));
+        assert_eq!(parse_route("/announce"), Ok(Route::Announce { key: None }));
+        assert_eq!(
+            parse_route("/announce/s3cret-key"),
+            Ok(Route::Announce {
+                key: Some("s3cret-key".into())
+            })
+        );
         assert_eq!(
             parse_route(&format!("/_shoal/v1/blobs/sha256:{HEX}/torrent")),
             Ok(Route::Torrent {

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::{Migrations, M};
 
-use super::{BlobRow, StoredManifest, TagKey, TagRow, TorrentRow};
+use super::{BlobRow, CatalogEntry, Holder, PeerRow, StoredManifest, TagKey, TagRow, TorrentRow};
 use crate::oci::Digest;
 use crate::stats::Counters;
 
@@ -14,6 +14,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_init.sql")),
         M::up(include_str!("../../migrations/0002_torrents.sql")),
+        M::up(include_str!("../../migrations/0003_peers.sql")),
     ])
 });
 
@@ -230,6 +231,159 @@ pub(super) fn save_counters(conn: &mut Connection, c: &Counters) -> rusqlite::Re
         }
     }
     tx.commit()
+}
+
+pub(super) fn setting(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+        r.get(0)
+    })
+    .optional()
+}
+
+pub(super) fn set_setting(conn: &Connection, name: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO settings (name, value) VALUES (?1, ?2)
+         ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        params![name, value],
+    )?;
+    Ok(())
+}
+
+/// The complete blobs with their infohash: what this node offers its peers.
+pub(super) fn catalog(conn: &Connection) -> rusqlite::Result<Vec<CatalogEntry>> {
+    let mut stmt = conn.prepare(
+        "SELECT b.digest, b.size, t.infohash FROM blobs b JOIN torrents t ON t.digest = b.digest",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let ih: Vec<u8> = r.get(2)?;
+        Ok(CatalogEntry {
+            digest: digest_col(r.get(0)?)?,
+            size: r.get::<_, i64>(1)? as u64,
+            infohash: ih.try_into().map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Blob,
+                    "infohash is not 20 bytes".into(),
+                )
+            })?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub(super) fn upsert_peer(conn: &Connection, url: &str, source: &str) -> rusqlite::Result<()> {
+    // A peer named with --peer stays 'static' even when discovery also finds it.
+    conn.execute(
+        "INSERT INTO peers (url, source) VALUES (?1, ?2)
+         ON CONFLICT(url) DO UPDATE SET source = CASE WHEN peers.source = 'static' THEN 'static' ELSE excluded.source END",
+        params![url, source],
+    )?;
+    Ok(())
+}
+
+pub(super) fn peers(conn: &Connection) -> rusqlite::Result<Vec<PeerRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT p.url, p.node_id, p.bt_addr, p.source, p.last_ok_ms, p.last_error, p.failures,
+                (SELECT COUNT(*) FROM peer_blobs pb WHERE pb.peer_url = p.url)
+         FROM peers p ORDER BY p.url",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(PeerRow {
+            url: r.get(0)?,
+            node_id: r.get(1)?,
+            bt_addr: r.get(2)?,
+            source: r.get(3)?,
+            last_ok_ms: r.get(4)?,
+            last_error: r.get(5)?,
+            failures: r.get::<_, i64>(6)? as u64,
+            blobs: r.get::<_, i64>(7)? as u64,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Replaces a peer's catalog after a successful fetch.
+pub(super) fn replace_catalog(
+    conn: &mut Connection,
+    url: &str,
+    node_id: &str,
+    bt_addr: &str,
+    entries: &[CatalogEntry],
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "UPDATE peers SET node_id = ?2, bt_addr = ?3, last_ok_ms = ?4, last_error = NULL, failures = 0 WHERE url = ?1",
+        params![url, node_id, bt_addr, now_ms],
+    )?;
+    tx.execute("DELETE FROM peer_blobs WHERE peer_url = ?1", [url])?;
+    {
+        let mut stmt = tx.prepare(
+            "INSERT OR REPLACE INTO peer_blobs (peer_url, digest, size, infohash) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for e in entries {
+            stmt.execute(params![
+                url,
+                e.digest.to_string(),
+                e.size as i64,
+                &e.infohash[..]
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Records a failed fetch; a peer that keeps failing loses its catalog (it is gone), and a
+/// discovered one is forgotten altogether.
+pub(super) fn peer_failed(
+    conn: &mut Connection,
+    url: &str,
+    error: &str,
+    forget_after: u64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "UPDATE peers SET last_error = ?2, failures = failures + 1 WHERE url = ?1",
+        params![url, error],
+    )?;
+    let failures: i64 = tx
+        .query_row("SELECT failures FROM peers WHERE url = ?1", [url], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or(0);
+    if failures as u64 >= forget_after {
+        tx.execute("DELETE FROM peer_blobs WHERE peer_url = ?1", [url])?;
+        tx.execute(
+            "DELETE FROM peers WHERE url = ?1 AND source = 'discovered'",
+            [url],
+        )?;
+    }
+    tx.commit()
+}
+
+/// Who holds a digest, per the last catalogs.
+pub(super) fn holders(conn: &Connection, d: &Digest) -> rusqlite::Result<Vec<Holder>> {
+    let mut stmt = conn.prepare(
+        "SELECT p.url, p.bt_addr, pb.size, pb.infohash FROM peer_blobs pb JOIN peers p ON p.url = pb.peer_url
+         WHERE pb.digest = ?1 AND p.bt_addr IS NOT NULL ORDER BY p.last_ok_ms DESC",
+    )?;
+    let rows = stmt.query_map([d.to_string()], |r| {
+        let ih: Vec<u8> = r.get(3)?;
+        Ok(Holder {
+            peer_url: r.get(0)?,
+            bt_addr: r.get(1)?,
+            size: r.get::<_, i64>(2)? as u64,
+            infohash: ih.try_into().map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    3,
+                    rusqlite::types::Type::Blob,
+                    "infohash is not 20 bytes".into(),
+                )
+            })?,
+        })
+    })?;
+    rows.collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,251 @@
+//! Other shoal nodes and what they hold. Each node serves its catalog (digest → infohash,
+//! size, plus its BitTorrent address) at `/_shoal/v1/catalog`; this module fetches the
+//! catalogs of known peers on an interval and keeps them in the index, so "who on the LAN
+//! holds this digest" is a local lookup.
+//!
+//! Peers come from `--peer` (static) and LAN discovery. A catalog is a hint, never trusted:
+//! whatever a peer sends is verified by sha256 before it is cached.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::USER_AGENT;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+
+use crate::oci::Digest;
+use crate::store::{CatalogEntry, Holder, PeerRow, Store};
+
+/// Header that carries the swarm key, when one is configured.
+pub const SWARM_KEY_HEADER: &str = "x-shoal-swarm-key";
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refuse absurd catalogs (about 200 bytes per blob: a million blobs).
+const MAX_CATALOG: usize = 200 << 20;
+/// After this many failed fetches in a row a peer's catalog is dropped.
+const FORGET_AFTER: u64 = 4;
+
+/// What `/_shoal/v1/catalog` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Catalog {
+    pub node_id: String,
+    /// Where to reach this node over BitTorrent, as seen by the asker.
+    pub bt_addr: SocketAddr,
+    pub blobs: Vec<CatalogEntry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("peer URL {url:?} is invalid: {reason}")]
+    BadUrl { url: String, reason: &'static str },
+    #[error("fetching the catalog of {url} failed: {what}")]
+    Fetch { url: String, what: String },
+    #[error("store operation failed")]
+    Store(#[from] crate::store::Error),
+}
+
+/// Normalizes a peer URL: http(s), a host, no path: `http://host:port`.
+pub fn parse_peer_url(s: &str) -> Result<String, Error> {
+    let bad = |reason| Error::BadUrl {
+        url: s.to_owned(),
+        reason,
+    };
+    let u = url::Url::parse(s).map_err(|_| bad("not a URL"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or(bad("no host"))?;
+    if !(u.path().is_empty() || u.path() == "/") || u.query().is_some() {
+        return Err(bad("give only scheme, host and port"));
+    }
+    Ok(match u.port() {
+        Some(p) => format!("{}://{host}:{p}", u.scheme()),
+        None => format!("{}://{host}", u.scheme()),
+    })
+}
+
+pub struct Peers {
+    store: Store,
+    node_id: String,
+    swarm_key: Option<String>,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Peers {
+    pub async fn new(
+        store: Store,
+        static_peers: &[String],
+        swarm_key: Option<String>,
+    ) -> Result<Arc<Peers>, Error> {
+        let node_id = store.node_id().await?;
+        for url in static_peers {
+            store.add_peer(parse_peer_url(url)?, "static").await?;
+        }
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(3)));
+        http.set_nodelay(true);
+        Ok(Arc::new(Peers {
+            store,
+            node_id,
+            swarm_key,
+            client: Client::builder(TokioExecutor::new()).build(http),
+        }))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn swarm_key(&self) -> Option<&str> {
+        self.swarm_key.as_deref()
+    }
+
+    /// This node's catalog, as served to a peer that reached it at `local`.
+    pub async fn catalog(&self, bt_addr: SocketAddr) -> Result<Catalog, Error> {
+        Ok(Catalog {
+            node_id: self.node_id.clone(),
+            bt_addr,
+            blobs: self.store.catalog().await?,
+        })
+    }
+
+    /// Peers holding `digest`, freshest catalog first.
+    pub async fn holders(&self, digest: &Digest) -> Result<Vec<Holder>, Error> {
+        Ok(self.store.holders(*digest).await?)
+    }
+
+    pub async fn list(&self) -> Result<Vec<PeerRow>, Error> {
+        Ok(self.store.peers().await?)
+    }
+
+    /// A node found by discovery: remembered, and its catalog fetched at once.
+    pub async fn discovered(&self, url: String) {
+        if let Err(e) = self.store.add_peer(url.clone(), "discovered").await {
+            tracing::error!(error = %crate::telemetry::chain(&e), "cannot record a discovered peer");
+            return;
+        }
+        self.sync_peer(&url).await;
+    }
+
+    /// Fetches every known peer's catalog once (concurrently).
+    pub async fn sync_all(&self) {
+        let peers = match self.store.peers().await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %crate::telemetry::chain(&e), "cannot list peers");
+                return;
+            }
+        };
+        futures_util::future::join_all(peers.iter().map(|p| self.sync_peer(&p.url))).await;
+    }
+
+    async fn sync_peer(&self, url: &str) {
+        match self.fetch(url).await {
+            Ok(c) if c.node_id == self.node_id => {
+                // Ourselves (a --peer naming this node, or our own discovery beacon).
+                tracing::debug!(%url, "peer is this node; ignoring it");
+            }
+            Ok(c) => {
+                let n = c.blobs.len();
+                let r = self
+                    .store
+                    .replace_catalog(url.to_owned(), c.node_id, c.bt_addr.to_string(), c.blobs)
+                    .await;
+                match r {
+                    Ok(()) => tracing::debug!(%url, blobs = n, "peer catalog updated"),
+                    Err(e) => {
+                        tracing::error!(%url, error = %crate::telemetry::chain(&e), "cannot store a peer catalog")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%url, error = %crate::telemetry::chain(&e), "peer unreachable");
+                if let Err(e) = self
+                    .store
+                    .peer_failed(url.to_owned(), e.to_string(), FORGET_AFTER)
+                    .await
+                {
+                    tracing::error!(error = %crate::telemetry::chain(&e), "cannot record a peer failure");
+                }
+            }
+        }
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Catalog, Error> {
+        let err = |what: String| Error::Fetch {
+            url: url.to_owned(),
+            what,
+        };
+        let mut req = Request::get(format!("{url}/_shoal/v1/catalog"))
+            .header(USER_AGENT, concat!("shoal/", env!("CARGO_PKG_VERSION")));
+        if let Some(k) = &self.swarm_key {
+            req = req.header(SWARM_KEY_HEADER, k.as_str());
+        }
+        let req = req.body(Empty::new()).map_err(|e| err(e.to_string()))?;
+        let resp = tokio::time::timeout(CATALOG_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| err("timed out".into()))?
+            .map_err(|e| err(crate::telemetry::chain(&e)))?;
+        if resp.status() != StatusCode::OK {
+            return Err(err(format!("answered {}", resp.status())));
+        }
+        let body = tokio::time::timeout(
+            CATALOG_TIMEOUT,
+            Limited::new(resp.into_body(), MAX_CATALOG).collect(),
+        )
+        .await
+        .map_err(|_| err("timed out".into()))?
+        .map_err(|e| err(e.to_string()))?
+        .to_bytes();
+        serde_json::from_slice(&body).map_err(|e| err(format!("bad catalog: {e}")))
+    }
+
+    /// Fetches all catalogs every `every` until `stop`.
+    pub async fn run(self: Arc<Self>, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.sync_all().await,
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_urls() {
+        assert_eq!(
+            parse_peer_url("http://10.0.0.2:9200").unwrap(),
+            "http://10.0.0.2:9200"
+        );
+        assert_eq!(
+            parse_peer_url("http://box.lan:9200/").unwrap(),
+            "http://box.lan:9200"
+        );
+        assert_eq!(
+            parse_peer_url("https://box.lan").unwrap(),
+            "https://box.lan"
+        );
+        for bad in [
+            "",
+            "box:9200",
+            "ftp://x",
+            "http://x/v2",
+            "http://x?a=b",
+            "http://",
+        ] {
+            assert!(parse_peer_url(bad).is_err(), "{bad}");
+        }
+    }
+}

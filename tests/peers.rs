@@ -1,0 +1,133 @@
+//! Nodes learn what their peers hold from each other's catalogs; a swarm key keeps boxes
+//! outside the swarm from reading them.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const MIB: usize = 1 << 20;
+
+async fn peer_state(node: &Shoal) -> serde_json::Value {
+    get(&format!("{}/_shoal/v1/peers", node.url()), &[])
+        .await
+        .json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn catalogs_are_exchanged() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let data = blob_bytes(2 * MIB, 71);
+        let digest = up.add_blob(data.clone());
+        let a = Shoal::start(&up.url()).await;
+        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
+
+        // A caches a blob; B learns it from A's catalog.
+        assert_eq!(
+            get(&format!("{}/v2/x/blobs/{digest}", a.url()), &[])
+                .await
+                .body,
+            data
+        );
+        let learned = eventually(Duration::from_secs(10), async || {
+            peer_state(&b).await["peers"][0]["blobs"] == 1
+        })
+        .await;
+        assert!(learned, "{}", peer_state(&b).await);
+        let p = &peer_state(&b).await["peers"][0];
+        assert_eq!(p["url"], a.url());
+        assert_eq!(p["source"], "static");
+        let a_bt = a.app.as_ref().unwrap().swarm().listen_addr();
+        assert_eq!(p["bt_addr"], a_bt.to_string());
+        assert_eq!(p["node_id"], peer_state(&a).await["node_id"]);
+
+        // A's catalog itself.
+        let cat = get(&format!("{}/_shoal/v1/catalog", a.url()), &[])
+            .await
+            .json();
+        assert_eq!(cat["blobs"][0]["digest"], digest);
+        assert_eq!(cat["blobs"][0]["size"], data.len());
+        assert_eq!(cat["blobs"][0]["infohash"].as_str().unwrap().len(), 40);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swarm_key_gates_catalog_torrent_and_tracker() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let data = blob_bytes(MIB, 72);
+        let digest = up.add_blob(data.clone());
+        let key = "lan-swarm-key-1";
+        let a = Shoal::start_with(&up.url(), |c| c.p2p.swarm_key = Some(key.into())).await;
+        assert_eq!(
+            get(&format!("{}/v2/x/blobs/{digest}", a.url()), &[])
+                .await
+                .status,
+            200
+        );
+
+        for path in [
+            "/_shoal/v1/catalog".to_owned(),
+            format!("/_shoal/v1/blobs/{digest}/torrent"),
+        ] {
+            let r = get(&format!("{}{path}", a.url()), &[]).await;
+            assert_eq!((r.status, r.oci_code().as_str()), (403, "DENIED"), "{path}");
+            let r = get(
+                &format!("{}{path}", a.url()),
+                &[("x-shoal-swarm-key", "wrong-key-00")],
+            )
+            .await;
+            assert_eq!(r.status, 403, "{path}");
+            let r = get(&format!("{}{path}", a.url()), &[("x-shoal-swarm-key", key)]).await;
+            assert_eq!(r.status, 200, "{path}");
+        }
+        // The .torrent names the keyed tracker; the bare one refuses.
+        let t = get(
+            &format!("{}/_shoal/v1/blobs/{digest}/torrent", a.url()),
+            &[("x-shoal-swarm-key", key)],
+        )
+        .await;
+        assert!(String::from_utf8_lossy(&t.body).contains(&format!("/announce/{key}")));
+        let r = get(&format!("{}/announce?info_hash=x", a.url()), &[]).await;
+        assert!(String::from_utf8_lossy(&r.body).contains("swarm key"));
+
+        // Registry pulls never need the key.
+        assert_eq!(
+            get(&format!("{}/v2/x/blobs/{digest}", a.url()), &[])
+                .await
+                .status,
+            200
+        );
+
+        // A peer without the key is refused; one with it gets the catalog.
+        let outsider = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
+        let member = Shoal::start_with(&up.url(), |c| {
+            c.peers = vec![a.url()];
+            c.p2p.swarm_key = Some(key.into());
+        })
+        .await;
+        assert!(
+            eventually(Duration::from_secs(10), async || {
+                peer_state(&member).await["peers"][0]["blobs"] == 1
+            })
+            .await
+        );
+        assert!(
+            eventually(Duration::from_secs(10), async || {
+                peer_state(&outsider).await["peers"][0]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("403"))
+            })
+            .await,
+            "{}",
+            peer_state(&outsider).await
+        );
+        assert_eq!(peer_state(&outsider).await["peers"][0]["blobs"], 0);
+    })
+    .await
+    .expect("test timed out");
+}
