@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::mirror::{Mirror, MirrorConfig};
+use crate::mirror::{Mirror, MirrorConfig, P2p};
 use crate::p2p::{Peers, Swarm, SwarmConfig};
 use crate::stats::Stats;
 use crate::store::Store;
@@ -65,22 +65,12 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
             listen: cfg.bt_listen,
             idle_after: cfg.p2p.idle_after,
             work_dir: cfg.data_dir.join("bt"),
+            upload_limit: cfg.p2p.upload_limit.map(|l| l.as_u64() as u32),
         },
         store.clone(),
         stats.clone(),
     )
     .await?;
-    let mirror = Mirror::new(
-        store.clone(),
-        upstream,
-        stats.clone(),
-        MirrorConfig {
-            fetch: cfg.fetch.clone(),
-            tag_ttl: cfg.manifests.tag_ttl,
-            max_cache_size: cfg.max_cache_size.map(|s| s.as_u64()),
-        },
-        Some(swarm.clone()),
-    );
     if let Some(limit) = cfg.max_cache_size {
         let evicted = store.evict_to(limit.as_u64(), 0).await?;
         if !evicted.is_empty() {
@@ -102,6 +92,21 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
 
     let (stop, stopped) = oneshot::channel::<()>();
     let peers = Peers::new(store.clone(), &cfg.peers, cfg.p2p.swarm_key.clone()).await?;
+    let mirror = Mirror::new(
+        store.clone(),
+        upstream,
+        stats.clone(),
+        MirrorConfig {
+            fetch: cfg.fetch.clone(),
+            tag_ttl: cfg.manifests.tag_ttl,
+            max_cache_size: cfg.max_cache_size.map(|s| s.as_u64()),
+            peer_stall: cfg.p2p.stall_timeout,
+        },
+        Some(P2p {
+            swarm: swarm.clone(),
+            peers: peers.clone(),
+        }),
+    );
     let background = tokio_util::sync::CancellationToken::new();
     tokio::spawn(
         peers

@@ -85,6 +85,10 @@ pub struct P2pConfig {
     /// upstream. Well under ollama's 30 s stall timer.
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
+    /// Cap on BitTorrent uploads, bytes per second (e.g. "50MiB"), so seeding never fills
+    /// the LAN. No cap when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_limit: Option<ByteSize>,
     /// When set, catalog and tracker requests must carry it: boxes outside the swarm cannot
     /// list what this node holds or find its peers. See docs/SWARM.md for what it does not do.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,6 +101,7 @@ impl Default for P2pConfig {
             idle_after: Duration::from_secs(300),
             catalog_interval: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(5),
+            upload_limit: None,
             swarm_key: None,
         }
     }
@@ -378,6 +383,16 @@ impl Config {
             return bad(
                 "p2p.swarm_key",
                 "must be at least 8 characters of A-Z a-z 0-9 - _ .".into(),
+            );
+        }
+        if self
+            .p2p
+            .upload_limit
+            .is_some_and(|l| l.as_u64() == 0 || l.as_u64() > u32::MAX as u64)
+        {
+            return bad(
+                "p2p.upload_limit",
+                "must be between 1 B/s and 4GiB/s".into(),
             );
         }
         if self.p2p.stall_timeout.is_zero() || self.p2p.stall_timeout > Duration::from_secs(20) {

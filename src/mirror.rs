@@ -27,7 +27,7 @@ use tracing::Instrument;
 use crate::cache::Cache;
 use crate::config::FetchConfig;
 use crate::oci::{Digest, RangeSpec, RepoName};
-use crate::p2p::Swarm;
+use crate::p2p::{Peers, Swarm};
 use crate::stats::Stats;
 use crate::store::{self, Store};
 use crate::upstream::{self, BlobProbe, ClientMeta, Upstream};
@@ -35,7 +35,14 @@ use crate::upstream::{self, BlobProbe, ClientMeta, Upstream};
 pub use manifests::{ManifestOutcome, ManifestReply};
 pub use read::{BlobRead, BlobStream};
 
-use fill::Fill;
+use fill::{Fill, Origin};
+
+/// The BitTorrent side, as the blob path uses it.
+#[derive(Clone)]
+pub struct P2p {
+    pub swarm: Arc<Swarm>,
+    pub peers: Arc<Peers>,
+}
 
 /// How an error should be answered, decided where it happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +176,8 @@ pub struct MirrorConfig {
     pub fetch: FetchConfig,
     pub tag_ttl: Duration,
     pub max_cache_size: Option<u64>,
+    /// A fill from peers that verifies nothing for this long hands over to upstream.
+    pub peer_stall: Duration,
 }
 
 struct Inner {
@@ -186,8 +195,8 @@ struct Inner {
     /// Every fill task (drivers, workers, hashers), so shutdown can stop and await them.
     tasks: TaskTracker,
     cancel: CancellationToken,
-    /// Told when blobs leave the cache, to stop seeding them.
-    swarm: Option<Arc<Swarm>>,
+    /// Peers to fill from; told when blobs leave the cache, to stop seeding them.
+    p2p: Option<P2p>,
     cfg: MirrorConfig,
 }
 
@@ -209,7 +218,7 @@ impl Mirror {
         upstream: Arc<Upstream>,
         stats: Arc<Stats>,
         cfg: MirrorConfig,
-        swarm: Option<Arc<Swarm>>,
+        p2p: Option<P2p>,
     ) -> Mirror {
         Mirror {
             inner: Arc::new(Inner {
@@ -223,7 +232,7 @@ impl Mirror {
                 upstream_down_until: Mutex::new(None),
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
-                swarm,
+                p2p,
                 cfg,
             }),
         }
@@ -259,19 +268,19 @@ impl Mirror {
         self.find(&self.fills(), digest)
     }
 
-    /// As `lookup`, starting the one fill for the digest (from `probe`) if none runs.
+    /// As `lookup`, starting the one fill for the digest (from `origin`) if none runs.
     fn lookup_or_start(
         &self,
         repo: &RepoName,
         digest: &Digest,
         meta: &ClientMeta,
-        probe: BlobProbe,
+        origin: Origin,
     ) -> Lookup {
         let mut fills = self.fills();
         if let Some(found) = self.find(&fills, digest) {
             return found;
         }
-        let fill = Fill::new(*digest, repo.clone(), meta.clone(), probe);
+        let fill = Fill::new(*digest, repo.clone(), meta.clone(), origin);
         fills.insert(*digest, fill.clone());
         Stats::add(&self.inner.stats.fills_started, 1);
         let span = tracing::info_span!("fill", %digest, %repo);
@@ -316,20 +325,40 @@ impl Mirror {
                 .map(|i| i.size)
                 .map_err(|f| Error::fill(*digest, f));
         }
-        Ok(self
+        Ok(self.origin(repo, digest, meta).await?.size())
+    }
+
+    /// Where a blob that is neither held nor filling would come from: peers that hold it
+    /// (no upstream request at all), else upstream.
+    async fn origin(&self, repo: &RepoName, digest: &Digest, meta: &ClientMeta) -> Result<Origin> {
+        if let Some(p2p) = &self.inner.p2p {
+            match p2p.peers.holders(digest).await {
+                Ok(holders) if !holders.is_empty() => {
+                    return Ok(Origin::Peers {
+                        size: holders[0].size,
+                        holders,
+                    })
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "peer catalog lookup failed")
+                }
+            }
+        }
+        let probe = self
             .probe(repo, digest, meta)
             .await
             .map_err(|source| Error::BlobUpstream {
                 repo: repo.clone(),
                 digest: *digest,
                 source,
-            })?
-            .size)
+            })?;
+        Ok(Origin::Upstream(probe))
     }
 
     /// Opens a blob for reading, whole or a range of it. A blob neither held nor filling
-    /// is probed upstream first (one probe however many ask), so an unknown digest is a
-    /// plain "not found" and never starts a fill.
+    /// is looked up in peers' catalogs, else probed upstream first (one probe however many
+    /// ask), so an unknown digest is a plain "not found" and never starts a fill.
     pub async fn open_blob(
         &self,
         repo: &RepoName,
@@ -340,15 +369,8 @@ impl Mirror {
         let found = match self.lookup(digest) {
             Some(found) => found,
             None => {
-                let probe =
-                    self.probe(repo, digest, meta)
-                        .await
-                        .map_err(|source| Error::BlobUpstream {
-                            repo: repo.clone(),
-                            digest: *digest,
-                            source,
-                        })?;
-                self.lookup_or_start(repo, digest, meta, probe)
+                let origin = self.origin(repo, digest, meta).await?;
+                self.lookup_or_start(repo, digest, meta, origin)
             }
         };
         match found {
@@ -396,8 +418,8 @@ impl Mirror {
             Ok(evicted) => {
                 for (d, size) in &evicted {
                     tracing::info!(digest = %d, size, "evicted least recently used blob");
-                    if let Some(swarm) = &self.inner.swarm {
-                        swarm.retire(d).await;
+                    if let Some(p2p) = &self.inner.p2p {
+                        p2p.swarm.retire(d).await;
                     }
                 }
                 Stats::add(&self.inner.stats.evictions, evicted.len() as u64);

@@ -10,4 +10,5 @@ pub mod torrent;
 pub mod tracker;
 
 pub use peers::{parse_peer_url, Catalog, Error as PeersError, Peers, SWARM_KEY_HEADER};
-pub use swarm::{Error, Seed, Swarm, SwarmConfig};
+pub use storage::OnPiece;
+pub use swarm::{Download, Error, Seed, Swarm, SwarmConfig};

@@ -7,12 +7,29 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// librqbit's own logging is chatty at info (every hash check, every peer); shoal reports
+/// what matters itself. Its warnings (e.g. a peer sending bad pieces) still show. Its task
+/// wrapper logs an error for every torrent stopped on purpose, so that one is off.
+const LIBRQBIT_QUIET: &str =
+    "librqbit=warn,librqbit_core=warn,librqbit_core::spawn_utils=off,librqbit_tracker_comms=warn";
+
+/// The filter for `spec`, with librqbit quieted unless `spec` says otherwise about it.
+pub fn filter(spec: &str) -> EnvFilter {
+    let spec = if spec.contains("librqbit") {
+        spec.to_owned()
+    } else {
+        format!("{spec},{LIBRQBIT_QUIET}")
+    };
+    EnvFilter::new(spec)
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
 pub fn init(cfg: &LogConfig) {
-    let filter = std::env::var("RUST_LOG")
+    let spec = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|s| s.parse::<EnvFilter>().ok())
-        .unwrap_or_else(|| EnvFilter::new(&cfg.level));
+        .filter(|s| s.parse::<EnvFilter>().is_ok())
+        .unwrap_or_else(|| cfg.level.clone());
+    let filter = filter(&spec);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -223,6 +223,9 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
+            // Bounds each body frame. When another worker takes the tail of a range, the
+            // worker reading it stops at its next frame: a smaller frame wastes less.
+            .http1_max_buf_size(64 * 1024)
             .build(https);
         Ok(Arc::new(Upstream {
             base,

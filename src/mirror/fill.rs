@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ use super::{ErrorKind, Mirror};
 use crate::oci::{Digest, RepoName};
 use crate::p2p::torrent::{PieceHasher, TorrentInfo};
 use crate::stats::Stats;
-use crate::store::TorrentRow;
+use crate::store::{Holder, TorrentRow};
 use crate::upstream::{self, BlobProbe, ClientMeta};
 
 /// Bytes a worker gathers before one write; also how soon readers see them.
@@ -114,14 +115,33 @@ struct State {
     last_progress: Instant,
     /// Bytes reserved against the cache limit, given back when the fill ends.
     reserved: u64,
+    /// Peers whose bytes went into this fill.
+    peers_used: Vec<String>,
+}
+
+/// Where a fill's bytes come from first.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// Upstream, as probed before the fill started.
+    Upstream(BlobProbe),
+    /// Peers whose catalogs list the blob; upstream takes over if they stall.
+    Peers { size: u64, holders: Vec<Holder> },
+}
+
+impl Origin {
+    pub fn size(&self) -> u64 {
+        match self {
+            Origin::Upstream(p) => p.size,
+            Origin::Peers { size, .. } => *size,
+        }
+    }
 }
 
 pub struct Fill {
     pub digest: Digest,
     repo: RepoName,
     meta: ClientMeta,
-    /// Size and location, found before the fill was started.
-    probe: BlobProbe,
+    origin: Origin,
     state: Mutex<State>,
     /// Bumped whenever bytes land or the outcome changes: readers and the hasher wait on it.
     landed_tx: watch::Sender<u64>,
@@ -193,12 +213,12 @@ impl Location {
 }
 
 impl Fill {
-    pub fn new(digest: Digest, repo: RepoName, meta: ClientMeta, probe: BlobProbe) -> Arc<Fill> {
+    pub fn new(digest: Digest, repo: RepoName, meta: ClientMeta, origin: Origin) -> Arc<Fill> {
         Arc::new(Fill {
             digest,
             repo,
             meta,
-            probe,
+            origin,
             state: Mutex::new(State {
                 info: None,
                 sched: None,
@@ -206,6 +226,7 @@ impl Fill {
                 outcome: Outcome::Running,
                 last_progress: Instant::now(),
                 reserved: 0,
+                peers_used: Vec::new(),
             }),
             landed_tx: watch::Sender::new(0),
             sched_tx: watch::Sender::new(0),
@@ -334,8 +355,7 @@ impl Fill {
 
     async fn fill(self: &Arc<Self>, m: &Mirror) -> Result<u64, Failure> {
         let cfg = &m.inner.cfg.fetch;
-        let probe = self.probe.clone();
-        let size = probe.size;
+        let size = self.origin.size();
         self.lock().reserved = size;
         m.reserve(&self.digest, size).await;
 
@@ -355,14 +375,15 @@ impl Fill {
         let file = Arc::new(file);
 
         let min_span = cfg.min_span.as_u64();
-        let workers = if probe.ranges {
-            (size.div_ceil(min_span) as usize).clamp(1, cfg.connections)
-        } else {
+        let single_stream = matches!(&self.origin, Origin::Upstream(p) if !p.ranges);
+        let workers = if single_stream {
             1
+        } else {
+            (size.div_ceil(min_span) as usize).clamp(1, cfg.connections)
         };
         {
             let mut st = self.lock();
-            let mut sched = Sched::new(size, workers, min_span, LOOKAHEAD, !probe.ranges);
+            let mut sched = Sched::new(size, workers, min_span, LOOKAHEAD, single_stream);
             for (&pos, &n) in &st.early {
                 for _ in 0..n {
                     sched.add_demand(pos);
@@ -377,32 +398,14 @@ impl Fill {
             st.last_progress = Instant::now();
         }
         self.bump_landed();
-        tracing::debug!(digest = %self.digest, size, workers, ranges = probe.ranges, "fill started");
+        tracing::debug!(digest = %self.digest, size, workers, "fill started");
 
-        let location = Arc::new(Location {
-            current: Mutex::new((probe.location, 0)),
-            refreshing: tokio::sync::Mutex::new(()),
-            single_stream: !probe.ranges,
-        });
         // Workers and the hasher end with this fill, whichever way it ends; shutdown
         // (the parent token) ends the fill.
         let stop = m.inner.cancel.child_token();
         let _stop_on_exit = stop.clone().drop_guard();
         let shutting_down = || Failure::new(ErrorKind::ShuttingDown, "shoal is shutting down");
-        let (fatal_tx, mut fatal_rx) = mpsc::channel::<Failure>(workers);
-        for w in 0..workers {
-            let work = self
-                .clone()
-                .worker(w, m.clone(), location.clone(), fatal_tx.clone());
-            let stop = stop.clone();
-            m.inner.tasks.spawn(async move {
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = work => {}
-                }
-            });
-        }
-        drop(fatal_tx);
+        // The hasher follows whatever lands, from peers or upstream.
         let mut hasher = {
             let hash = self.clone().hash(size, file.clone());
             let stop = stop.clone();
@@ -413,6 +416,40 @@ impl Fill {
                 }
             })
         };
+
+        // Peers first; upstream for whatever they do not deliver.
+        let probe = match &self.origin {
+            Origin::Upstream(p) => Some(p.clone()),
+            Origin::Peers { holders, .. } => {
+                if self.from_peers(m, holders, &file, &stop).await? {
+                    None
+                } else {
+                    Some(self.upstream_after_peers(m, size).await?)
+                }
+            }
+        };
+
+        let (fatal_tx, mut fatal_rx) = mpsc::channel::<Failure>(workers);
+        if let Some(probe) = probe {
+            let location = Arc::new(Location {
+                current: Mutex::new((probe.location, 0)),
+                refreshing: tokio::sync::Mutex::new(()),
+                single_stream,
+            });
+            for w in 0..workers {
+                let work = self
+                    .clone()
+                    .worker(w, m.clone(), location.clone(), fatal_tx.clone());
+                let stop = stop.clone();
+                m.inner.tasks.spawn(async move {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = work => {}
+                    }
+                });
+            }
+        }
+        drop(fatal_tx);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let (got, pieces) = loop {
             tokio::select! {
@@ -433,10 +470,18 @@ impl Fill {
             }
         };
         if got != self.digest {
+            // Peers' bytes are checked piece by piece against a torrent a peer offered; if
+            // the whole is wrong, that torrent and its data were wrong: do not ask them again.
+            let used = std::mem::take(&mut self.lock().peers_used);
+            if let Some(p2p) = &m.inner.p2p {
+                for peer in &used {
+                    p2p.peers.distrust(peer, &self.digest);
+                }
+            }
             return Err(Failure::new(
                 ErrorKind::Integrity,
                 format!(
-                    "digest mismatch: upstream sent {size} bytes hashing to {got}, not {}",
+                    "digest mismatch: the {size} bytes received hash to {got}, not {}",
                     self.digest
                 ),
             ));
@@ -455,6 +500,127 @@ impl Fill {
                 Failure::new(kind, crate::telemetry::chain(&e))
             })?;
         Ok(size)
+    }
+
+    /// Fetches from peers over BitTorrent until the blob is complete (true) or the swarm
+    /// stops delivering for `p2p.stall_timeout` (false: upstream takes over the gaps).
+    async fn from_peers(
+        self: &Arc<Self>,
+        m: &Mirror,
+        holders: &[Holder],
+        file: &Arc<File>,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<bool, Failure> {
+        let Some(p2p) = &m.inner.p2p else {
+            return Ok(false);
+        };
+        // The torrent, from the first holder that offers a valid one.
+        let mut chosen = None;
+        for h in holders.iter().take(3) {
+            match p2p.peers.fetch_torrent(h, &self.digest).await {
+                Ok(t) => {
+                    chosen = Some((t, h.infohash));
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %h.peer_url, error = %crate::telemetry::chain(&e), "no usable torrent from peer")
+                }
+            }
+        }
+        let Some((info, infohash)) = chosen else {
+            return Ok(false);
+        };
+        let (urls, addrs): (Vec<String>, Vec<SocketAddr>) = holders
+            .iter()
+            .filter(|h| h.infohash == infohash)
+            .filter_map(|h| Some((h.peer_url.clone(), h.bt_addr.parse::<SocketAddr>().ok()?)))
+            .unzip();
+        self.lock().peers_used = urls;
+        let weak = Arc::downgrade(self);
+        let stats = m.inner.stats.clone();
+        let on_piece: crate::p2p::OnPiece = Arc::new(move |start, end| {
+            if let Some(fill) = weak.upgrade() {
+                fill.land_from_peers(start, end, &stats);
+            }
+        });
+        let dl = match p2p
+            .swarm
+            .download(&info, file.clone(), addrs.clone(), on_piece)
+            .await
+        {
+            Ok(dl) => dl,
+            Err(e) => {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "cannot download from peers");
+                return Ok(false);
+            }
+        };
+        tracing::info!(digest = %self.digest, peers = ?addrs, "filling from peers over BitTorrent");
+        let stall = m.inner.cfg.peer_stall;
+        self.lock().last_progress = Instant::now();
+        let mut rx = self.landed_tx.subscribe();
+        let complete = loop {
+            let (done, idle) = {
+                let st = self.lock();
+                (
+                    st.sched.as_ref().is_some_and(|s| s.complete()),
+                    st.last_progress.elapsed(),
+                )
+            };
+            if done {
+                break true;
+            }
+            if idle >= stall {
+                tracing::warn!(digest = %self.digest, live_peers = p2p.swarm.live_peers(&dl),
+                    "peers delivered nothing for {stall:?}; upstream takes over the missing ranges");
+                break false;
+            }
+            tokio::select! {
+                _ = rx.changed() => {}
+                () = tokio::time::sleep(stall - idle) => {}
+                () = stop.cancelled() => break false,
+            }
+        };
+        p2p.swarm.end_download(dl).await;
+        Ok(complete)
+    }
+
+    /// Records a piece that peers delivered and librqbit verified.
+    fn land_from_peers(&self, start: u64, end: u64, stats: &Stats) {
+        {
+            let mut st = self.lock();
+            st.last_progress = Instant::now();
+            if let Some(s) = st.sched.as_mut() {
+                s.land_external(start, end);
+            }
+        }
+        Stats::add(&stats.peer_bytes, end - start);
+        self.bump_landed();
+    }
+
+    /// After peers stalled: where upstream has the blob, for the missing ranges.
+    async fn upstream_after_peers(&self, m: &Mirror, size: u64) -> Result<BlobProbe, Failure> {
+        let probe = m
+            .inner
+            .upstream
+            .probe_blob(&self.repo, &self.digest, &self.meta)
+            .await
+            .map_err(|e| Failure::upstream(&e))?;
+        if probe.size != size {
+            return Err(Failure::new(
+                ErrorKind::Integrity,
+                format!(
+                    "peers say {} is {size} bytes, upstream says {}",
+                    self.digest, probe.size
+                ),
+            ));
+        }
+        if !probe.ranges {
+            return Err(Failure::new(
+                ErrorKind::Upstream,
+                "upstream does not serve ranges, so it cannot finish a partial download from peers",
+            ));
+        }
+        Ok(probe)
     }
 
     /// Hashes the landed prefix as it grows: sha256 for the digest, and in the same pass

@@ -140,6 +140,11 @@ impl Sched {
         }
     }
 
+    /// Records bytes that arrived from outside the workers (peers, while no worker runs).
+    pub fn land_external(&mut self, start: u64, end: u64) {
+        self.landed.insert(start, end.min(self.size));
+    }
+
     /// Worker `w` gives up its span (error or stall); the rest is unassigned again.
     pub fn release(&mut self, w: usize) {
         self.spans[w] = None;

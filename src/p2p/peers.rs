@@ -18,6 +18,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
+use super::torrent::TorrentInfo;
 use crate::oci::Digest;
 use crate::store::{CatalogEntry, Holder, PeerRow, Store};
 
@@ -76,6 +77,8 @@ pub struct Peers {
     node_id: String,
     swarm_key: Option<String>,
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// (peer, digest) pairs whose bytes failed verification: not asked again for that blob.
+    distrusted: std::sync::Mutex<std::collections::HashSet<(String, Digest)>>,
 }
 
 impl Peers {
@@ -96,6 +99,7 @@ impl Peers {
             node_id,
             swarm_key,
             client: Client::builder(TokioExecutor::new()).build(http),
+            distrusted: Default::default(),
         }))
     }
 
@@ -116,9 +120,40 @@ impl Peers {
         })
     }
 
-    /// Peers holding `digest`, freshest catalog first.
+    /// Peers holding `digest`, freshest catalog first, without those whose bytes for it
+    /// failed verification.
     pub async fn holders(&self, digest: &Digest) -> Result<Vec<Holder>, Error> {
-        Ok(self.store.holders(*digest).await?)
+        let all = self.store.holders(*digest).await?;
+        let distrusted = self.distrusted.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(all
+            .into_iter()
+            .filter(|h| !distrusted.contains(&(h.peer_url.clone(), *digest)))
+            .collect())
+    }
+
+    /// Remembers that `peer`'s bytes for `digest` were bad.
+    pub fn distrust(&self, peer: &str, digest: &Digest) {
+        tracing::warn!(%peer, %digest, "peer sent data that failed verification; not using it for this blob again");
+        self.distrusted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((peer.to_owned(), *digest));
+    }
+
+    /// The torrent a holder offers for `digest`, checked against the rule and its catalog.
+    pub async fn fetch_torrent(
+        &self,
+        holder: &Holder,
+        digest: &Digest,
+    ) -> Result<TorrentInfo, Error> {
+        let url = format!("{}/_shoal/v1/blobs/{digest}/torrent", holder.peer_url);
+        let body = self.get(&url, 1 << 20).await?;
+        super::torrent::parse_torrent_file(&body, *digest, holder.infohash).map_err(|e| {
+            Error::Fetch {
+                url,
+                what: e.to_string(),
+            }
+        })
     }
 
     pub async fn list(&self) -> Result<Vec<PeerRow>, Error> {
@@ -179,12 +214,22 @@ impl Peers {
     }
 
     async fn fetch(&self, url: &str) -> Result<Catalog, Error> {
+        let target = format!("{url}/_shoal/v1/catalog");
+        let body = self.get(&target, MAX_CATALOG).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::Fetch {
+            url: target,
+            what: format!("bad catalog: {e}"),
+        })
+    }
+
+    /// A GET to a peer, with the swarm key, bounded in time and size.
+    async fn get(&self, url: &str, limit: usize) -> Result<Bytes, Error> {
         let err = |what: String| Error::Fetch {
             url: url.to_owned(),
             what,
         };
-        let mut req = Request::get(format!("{url}/_shoal/v1/catalog"))
-            .header(USER_AGENT, concat!("shoal/", env!("CARGO_PKG_VERSION")));
+        let mut req =
+            Request::get(url).header(USER_AGENT, concat!("shoal/", env!("CARGO_PKG_VERSION")));
         if let Some(k) = &self.swarm_key {
             req = req.header(SWARM_KEY_HEADER, k.as_str());
         }
@@ -198,13 +243,13 @@ impl Peers {
         }
         let body = tokio::time::timeout(
             CATALOG_TIMEOUT,
-            Limited::new(resp.into_body(), MAX_CATALOG).collect(),
+            Limited::new(resp.into_body(), limit).collect(),
         )
         .await
         .map_err(|_| err("timed out".into()))?
         .map_err(|e| err(e.to_string()))?
         .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| err(format!("bad catalog: {e}")))
+        Ok(body)
     }
 
     /// Fetches all catalogs every `every` until `stop`.

@@ -25,7 +25,7 @@ use librqbit::{
     ManagedTorrent, Session, SessionOptions,
 };
 
-use super::storage::CompleteBlob;
+use super::storage::{CompleteBlob, OnPiece, PartialBlob, WriteGate};
 use super::torrent::{PieceHasher, TorrentInfo};
 use super::tracker::{self, Swarms};
 use crate::oci::Digest;
@@ -69,6 +69,8 @@ pub struct SwarmConfig {
     pub idle_after: Duration,
     /// Where librqbit may keep its own files (it writes none with shoal's storage).
     pub work_dir: PathBuf,
+    /// Upload cap, bytes per second.
+    pub upload_limit: Option<u32>,
 }
 
 /// One active seed.
@@ -129,6 +131,10 @@ impl Swarm {
             }),
             persistence: None,
             fastresume: false,
+            ratelimits: librqbit::limits::LimitsConfig {
+                upload_bps: cfg.upload_limit.and_then(std::num::NonZeroU32::new),
+                download_bps: None,
+            },
             ..Default::default()
         };
         std::fs::create_dir_all(&cfg.work_dir).map_err(|e| start_err(e.into()))?;
@@ -403,6 +409,73 @@ impl Swarm {
     pub async fn shutdown(&self) {
         self.tick().await;
         self.session.stop().await;
+    }
+}
+
+/// A download from peers into a fill's partial file.
+pub struct Download {
+    handle: ManagedTorrentHandle,
+    gate: Arc<WriteGate>,
+}
+
+impl Swarm {
+    /// Starts downloading a blob from `peers` into `file` (the fill's preallocated partial).
+    /// `on_piece` gets the byte range of every piece that verified.
+    pub async fn download(
+        &self,
+        info: &TorrentInfo,
+        file: Arc<std::fs::File>,
+        peers: Vec<SocketAddr>,
+        on_piece: OnPiece,
+    ) -> Result<Download> {
+        let digest = info.digest;
+        let seed_err = |e: anyhow::Error| Error::Seed {
+            digest,
+            source: boxed(e),
+        };
+        let gate = Arc::new(WriteGate::default());
+        let storage = PartialBlob {
+            file,
+            size: info.size,
+            piece_length: info.piece_length,
+            gate: gate.clone(),
+            on_piece,
+        };
+        let mut bytes = b"d4:info".to_vec();
+        bytes.extend_from_slice(&info.info_bytes()?);
+        bytes.push(b'e');
+        let added = self
+            .session
+            .add_torrent(
+                AddTorrent::from_bytes(bytes),
+                Some(AddTorrentOptions {
+                    storage_factory: Some(storage.boxed()),
+                    initial_peers: Some(peers),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(seed_err)?;
+        match added {
+            AddTorrentResponse::Added(_, handle) => Ok(Download { handle, gate }),
+            AddTorrentResponse::AlreadyManaged(..) | AddTorrentResponse::ListOnly(_) => Err(
+                seed_err(anyhow::anyhow!("the torrent is already in the session")),
+            ),
+        }
+    }
+
+    /// Peers currently connected to a download.
+    pub fn live_peers(&self, d: &Download) -> usize {
+        d.handle
+            .stats()
+            .live
+            .map_or(0, |l| l.snapshot.peer_stats.live as usize)
+    }
+
+    /// Ends a download: no write lands after this returns.
+    pub async fn end_download(&self, d: Download) {
+        d.gate.close();
+        self.drop_torrent(&d.handle).await;
     }
 }
 

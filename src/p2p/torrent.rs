@@ -49,6 +49,8 @@ pub enum Error {
         got: usize,
         want: u64,
     },
+    #[error("torrent offered for {digest} is invalid: {reason}")]
+    Invalid { digest: Digest, reason: String },
 }
 
 impl TorrentInfo {
@@ -129,6 +131,64 @@ impl TorrentInfo {
         out.push(b'e');
         Ok(out)
     }
+}
+
+/// Reads a .torrent that a peer offers for `digest` and checks it against the rule: the
+/// info dict must decode to exactly what shoal would build for that digest and size, and
+/// hash to `infohash`. (Its piece hashes can only be checked against the data, which
+/// librqbit does piece by piece and the fill does by sha256 at the end.)
+pub fn parse_torrent_file(
+    bytes: &[u8],
+    digest: Digest,
+    infohash: [u8; 20],
+) -> Result<TorrentInfo, Error> {
+    use bendy::decoding::{Decoder, Object};
+    let invalid = |reason: &str| Error::Invalid {
+        digest,
+        reason: reason.to_owned(),
+    };
+    let mut dec = Decoder::new(bytes).with_max_depth(4);
+    let Ok(Some(Object::Dict(mut top))) = dec.next_object() else {
+        return Err(invalid("not a bencoded dict"));
+    };
+    let mut info: Option<(u64, String, u64, Vec<u8>)> = None;
+    while let Some((key, value)) = top.next_pair().map_err(|e| invalid(&e.to_string()))? {
+        if key != b"info" {
+            continue;
+        }
+        let Object::Dict(mut d) = value else {
+            return Err(invalid("info is not a dict"));
+        };
+        let (mut length, mut name, mut piece_length, mut pieces) = (None, None, None, None);
+        while let Some((k, v)) = d.next_pair().map_err(|e| invalid(&e.to_string()))? {
+            match (k, v) {
+                (b"length", Object::Integer(n)) => length = n.parse::<u64>().ok(),
+                (b"name", Object::Bytes(b)) => name = String::from_utf8(b.to_vec()).ok(),
+                (b"piece length", Object::Integer(n)) => piece_length = n.parse::<u64>().ok(),
+                (b"pieces", Object::Bytes(b)) => pieces = Some(b.to_vec()),
+                _ => return Err(invalid("unexpected key in the info dict")),
+            }
+        }
+        info = match (length, name, piece_length, pieces) {
+            (Some(l), Some(n), Some(p), Some(h)) => Some((l, n, p, h)),
+            _ => return Err(invalid("info dict is missing a key")),
+        };
+    }
+    let (size, name, piece_length, pieces) = info.ok_or_else(|| invalid("no info dict"))?;
+    let t = TorrentInfo {
+        digest,
+        size,
+        piece_length,
+        pieces,
+    };
+    if name != t.name() {
+        return Err(invalid("its name is not the digest"));
+    }
+    t.check()?;
+    if t.infohash()? != infohash {
+        return Err(invalid("its infohash differs from the peer's catalog"));
+    }
+    Ok(t)
 }
 
 /// SHA-1 of consecutive pieces, fed the blob's bytes in order.

@@ -133,3 +133,36 @@ fn check_refuses_wrong_piece_counts() {
     };
     assert!(t.check().is_err());
 }
+
+#[test]
+fn parses_and_checks_offered_torrents() {
+    let data = vec![3u8; 2 * MIB as usize + 5];
+    let digest = Digest::of(&data);
+    let mut h = PieceHasher::new(data.len() as u64);
+    h.update(&data);
+    let t = h.finish(digest, data.len() as u64);
+    let ih = t.infohash().unwrap();
+    let file = t.torrent_file(&["http://x/announce".into()]).unwrap();
+    assert_eq!(parse_torrent_file(&file, digest, ih).unwrap(), t);
+
+    // Wrong infohash, wrong digest, tampered bytes, garbage: all refused.
+    assert!(parse_torrent_file(&file, digest, [0; 20]).is_err());
+    assert!(parse_torrent_file(&file, Digest::of(b"other"), ih).is_err());
+    let mut tampered = file.clone();
+    let at = tampered.len() - 10;
+    tampered[at] ^= 1;
+    assert!(parse_torrent_file(&tampered, digest, ih).is_err());
+    assert!(parse_torrent_file(b"not bencode", digest, ih).is_err());
+    assert!(parse_torrent_file(b"d4:infoi1ee", digest, ih).is_err());
+    // An extra key in the info dict is not shoal's torrent.
+    let extra = {
+        let mut info = t.info_bytes().unwrap();
+        info.pop();
+        info.extend_from_slice(b"7:privatei1ee");
+        let mut f = b"d4:info".to_vec();
+        f.extend_from_slice(&info);
+        f.push(b'e');
+        f
+    };
+    assert!(parse_torrent_file(&extra, digest, ih).is_err());
+}
