@@ -113,6 +113,19 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
             .clone()
             .run(cfg.p2p.catalog_interval, background.child_token()),
     );
+    if cfg.p2p.discovery {
+        // The interface: the one the HTTP listener is bound to, if it names one.
+        let interface = match cfg.listen.ip() {
+            std::net::IpAddr::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => ip,
+            _ => std::net::Ipv4Addr::UNSPECIFIED,
+        };
+        let (peers, stop, port) = (peers.clone(), background.child_token(), addr.port());
+        tokio::spawn(async move {
+            if let Err(e) = crate::p2p::discovery::run(peers, port, interface, stop).await {
+                tracing::error!(error = %crate::telemetry::chain(&e), "LAN discovery is off");
+            }
+        });
+    }
     let state = Arc::new(crate::http::State {
         mirror: mirror.clone(),
         swarm: swarm.clone(),

@@ -85,6 +85,8 @@ pub struct P2pConfig {
     /// upstream. Well under ollama's 30 s stall timer.
     #[serde(with = "humantime_serde")]
     pub stall_timeout: Duration,
+    /// Find other shoal nodes on the LAN by multicast (and let them find this one).
+    pub discovery: bool,
     /// Cap on BitTorrent uploads, bytes per second (e.g. "50MiB"), so seeding never fills
     /// the LAN. No cap when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,6 +103,7 @@ impl Default for P2pConfig {
             idle_after: Duration::from_secs(300),
             catalog_interval: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(5),
+            discovery: true,
             upload_limit: None,
             swarm_key: None,
         }
@@ -216,6 +219,9 @@ pub struct ServeArgs {
     /// Another shoal node, http://host:port (repeatable; also SHOAL_PEERS, comma-separated).
     #[arg(long = "peer", value_name = "URL")]
     pub peers: Vec<String>,
+    /// Do not look for other shoal nodes on the LAN (multicast discovery is on by default).
+    #[arg(long)]
+    pub no_discovery: bool,
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -332,6 +338,13 @@ impl Config {
                 }),
             ),
         ];
+        if args.no_discovery {
+            set_value(
+                &mut table,
+                &["p2p".to_owned(), "discovery".to_owned()],
+                toml::Value::Boolean(false),
+            );
+        }
         if !args.peers.is_empty() {
             let list = args
                 .peers

@@ -3,6 +3,7 @@
 //!
 //! Must not: reach the public internet (no DHT), or accept a blob it did not verify.
 
+pub mod discovery;
 mod peers;
 mod storage;
 mod swarm;

@@ -120,7 +120,7 @@ async fn sigterm_stops_gracefully() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--upstream", &dead_url()])
-        .args(["--bt-listen", "127.0.0.1:0"])
+        .args(["--bt-listen", "127.0.0.1:0", "--no-discovery"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -221,7 +221,10 @@ func startShoal(o *options, up *upstream, name string) (*shoalProc, error) {
 		}
 		p, err := start("shoal-"+name, logPath, []string{"RUST_LOG=" + o.shoalLog}, o.shoal,
 			"serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dataDir,
-			"--upstream", up.registryURL())
+			"--upstream", up.registryURL(),
+			// Loopback BitTorrent, and no multicast: from the root network namespace it
+			// would leave the machine.
+			"--bt-listen", "127.0.0.1:0", "--no-discovery")
 		if err != nil {
 			return nil, err
 		}

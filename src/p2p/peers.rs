@@ -79,6 +79,8 @@ pub struct Peers {
     client: Client<HttpConnector, Empty<Bytes>>,
     /// (peer, digest) pairs whose bytes failed verification: not asked again for that blob.
     distrusted: std::sync::Mutex<std::collections::HashSet<(String, Digest)>>,
+    /// Nodes heard by discovery, and when: a node is (re)contacted at most once a minute.
+    heard: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Peers {
@@ -100,6 +102,7 @@ impl Peers {
             swarm_key,
             client: Client::builder(TokioExecutor::new()).build(http),
             distrusted: Default::default(),
+            heard: Default::default(),
         }))
     }
 
@@ -158,6 +161,20 @@ impl Peers {
 
     pub async fn list(&self) -> Result<Vec<PeerRow>, Error> {
         Ok(self.store.peers().await?)
+    }
+
+    /// Notes a discovery beacon from `node`; true when it is new or has not been heard for
+    /// a while (then its catalog is worth fetching now).
+    pub fn note_beacon(&self, node: &str) -> bool {
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let fresh = heard
+            .get(node)
+            .is_none_or(|t| now.duration_since(*t) > Duration::from_secs(60));
+        if fresh {
+            heard.insert(node.to_owned(), now);
+        }
+        fresh
     }
 
     /// A node found by discovery: remembered, and its catalog fetched at once.

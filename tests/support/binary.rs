@@ -47,7 +47,7 @@ pub async fn spawn_shoal(data: &Path, upstream: &str, port: u16) -> ShoalProcess
         .arg("--data-dir")
         .arg(data)
         .args(["--upstream", upstream])
-        .args(["--bt-listen", "127.0.0.1:0"])
+        .args(["--bt-listen", "127.0.0.1:0", "--no-discovery"])
         .env("SHOAL_FETCH__STALL_TIMEOUT", "2s")
         .env("SHOAL_FETCH__MIN_SPAN", "256KiB")
         .env("RUST_LOG", "warn")

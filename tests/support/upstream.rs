@@ -136,8 +136,13 @@ impl Model {
 
 impl FakeUpstream {
     pub async fn start() -> FakeUpstream {
-        let reg_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let cdn_l = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+        Self::start_on("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()).await
+    }
+
+    /// The registry on one address and its CDN on another (a different host name).
+    pub async fn start_on(registry: std::net::IpAddr, cdn: std::net::IpAddr) -> FakeUpstream {
+        let reg_l = tokio::net::TcpListener::bind((registry, 0)).await.unwrap();
+        let cdn_l = tokio::net::TcpListener::bind((cdn, 0)).await.unwrap();
         let mut up = FakeUpstream {
             registry: reg_l.local_addr().unwrap(),
             cdn: cdn_l.local_addr().unwrap(),
