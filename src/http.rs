@@ -183,5 +183,6 @@ async fn dispatch(
         Route::Announce { key } => Ok(p2p::announce(state, &req, key.as_deref(), conn).await),
         Route::Catalog => p2p::catalog(state, &req, conn).await,
         Route::Peers => p2p::peers(state).await,
+        Route::Torrents => Ok(p2p::torrents(state)),
     }
 }

@@ -12,4 +12,4 @@ pub mod tracker;
 
 pub use peers::{parse_peer_url, Catalog, Error as PeersError, Peers, SWARM_KEY_HEADER};
 pub use storage::OnPiece;
-pub use swarm::{Download, Error, Seed, Swarm, SwarmConfig};
+pub use swarm::{Download, Error, Seed, Swarm, SwarmConfig, TorrentStatus};

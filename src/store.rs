@@ -625,6 +625,11 @@ impl Store {
             .await
     }
 
+    pub async fn peers_with_infohash(&self, infohash: [u8; 20]) -> Result<Vec<String>> {
+        self.with_db(move |c| index::peers_with_infohash(c, &infohash))
+            .await
+    }
+
     pub async fn holders(&self, d: Digest) -> Result<Vec<Holder>> {
         self.with_db(move |c| index::holders(c, &d)).await
     }

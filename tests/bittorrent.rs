@@ -79,6 +79,15 @@ async fn torrent_endpoint_and_tracker() {
             r.body.windows(info.len()).any(|w| w == info.as_slice()),
             "the info dict follows the documented rule byte for byte"
         );
+        // Asking for the .torrent activated the seed.
+        let list = get(&format!("{}/_shoal/v1/torrents", shoal.url()), &[])
+            .await
+            .json();
+        let t = &list["torrents"][0];
+        assert_eq!(t["digest"], digest);
+        assert_eq!(t["role"], "seeding");
+        assert_eq!(t["infohash"], hex::encode(ih));
+        assert_eq!(t["have_bytes"], data.len() as u64);
 
         // The tracker: garbage and unknown torrents are refused in-band ...
         let base = shoal.url();

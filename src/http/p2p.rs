@@ -115,6 +115,10 @@ pub async fn peers(state: &State) -> Result<Response<Body>, HttpError> {
     })))
 }
 
+pub fn torrents(state: &State) -> Response<Body> {
+    json(&serde_json::json!({ "torrents": state.swarm.list() }))
+}
+
 fn json(v: &impl serde::Serialize) -> Response<Body> {
     match serde_json::to_vec(v) {
         Ok(body) => Response::builder()

@@ -31,6 +31,8 @@ pub enum Route {
     Catalog,
     /// `GET /_shoal/v1/peers`: known peers and their state.
     Peers,
+    /// `GET /_shoal/v1/torrents`: torrents in the BitTorrent session.
+    Torrents,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,6 +61,7 @@ pub fn parse_route(path: &str) -> Result<Route, RouteError> {
         "/announce" => return Ok(Route::Announce { key: None }),
         "/_shoal/v1/catalog" => return Ok(Route::Catalog),
         "/_shoal/v1/peers" => return Ok(Route::Peers),
+        "/_shoal/v1/torrents" => return Ok(Route::Torrents),
         _ => {}
     }
     if let Some(key) = path.strip_prefix("/announce/") {

@@ -92,6 +92,25 @@ pub struct Swarm {
     swarms: Swarms,
     /// The session's cumulative upload counter, as last added to `stats.seeded_bytes`.
     uploaded_counted: AtomicU64,
+    /// Downloads from peers in progress, for the admin listing.
+    downloads: Mutex<HashMap<Digest, ManagedTorrentHandle>>,
+}
+
+/// One line of `/_shoal/v1/torrents`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TorrentStatus {
+    pub digest: Digest,
+    pub infohash: String,
+    /// "seeding" or "downloading".
+    pub role: &'static str,
+    /// librqbit's state: initializing, live, paused, error.
+    pub state: String,
+    pub size: u64,
+    pub have_bytes: u64,
+    pub uploaded_bytes: u64,
+    pub peers: u64,
+    pub download_mbps: f64,
+    pub upload_mbps: f64,
 }
 
 fn boxed(e: anyhow::Error) -> BoxError {
@@ -152,6 +171,7 @@ impl Swarm {
             active: Mutex::new(HashMap::new()),
             swarms: Swarms::default(),
             uploaded_counted: AtomicU64::new(0),
+            downloads: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -377,31 +397,45 @@ impl Swarm {
             Ok(a) => a,
             Err(e) => return tracker::encode_failure(&e.to_string()),
         };
-        let digest = match self.store.digest_by_infohash(a.info_hash).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return tracker::encode_failure("unknown torrent"),
+        let lookup = async {
+            let held = self.store.digest_by_infohash(a.info_hash).await?;
+            let holders = self.store.peers_with_infohash(a.info_hash).await?;
+            Ok::<_, crate::store::Error>((held, holders))
+        };
+        let (held, holders) = match lookup.await {
+            Ok(found) => found,
             Err(e) => {
                 tracing::error!(error = %crate::telemetry::chain(&e), "tracker lookup failed");
                 return tracker::encode_failure("internal error");
             }
         };
-        let me = match self.activate(&digest).await {
-            Ok(Some(_)) => Some(self.advertised(local)),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(%digest, error = %crate::telemetry::chain(&e), "cannot seed for a tracker announce");
-                None
-            }
+        if held.is_none() && holders.is_empty() {
+            return tracker::encode_failure("unknown torrent");
+        }
+        let me = match held {
+            None => None,
+            Some(digest) => match self.activate(&digest).await {
+                Ok(Some(_)) => Some(self.advertised(local)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(%digest, error = %crate::telemetry::chain(&e), "cannot seed for a tracker announce");
+                    None
+                }
+            },
         };
+        // Other shoal nodes whose catalogs list it, so late joiners find every holder.
+        let holders: Vec<SocketAddr> = holders.iter().filter_map(|h| h.parse().ok()).collect();
         // The connection's address, not a claimed `ip=`: a tracker must not be usable to
         // point a swarm at someone else.
         let from = SocketAddr::new(peer.ip(), a.port);
         let (mut peers, mut seeders, leechers) = self.swarms.announce(&a, from);
-        if let Some(me) = me.filter(|me| *me != from) {
-            peers.retain(|p| *p != me);
-            peers.insert(0, me);
-            seeders += 1;
+        for seed in me.into_iter().chain(holders).rev() {
+            if seed != from && !peers.contains(&seed) {
+                peers.insert(0, seed);
+                seeders += 1;
+            }
         }
+        peers.truncate(a.numwant.max(1));
         tracker::encode_peers(&peers, seeders, leechers)
     }
 
@@ -414,6 +448,7 @@ impl Swarm {
 
 /// A download from peers into a fill's partial file.
 pub struct Download {
+    digest: Digest,
     handle: ManagedTorrentHandle,
     gate: Arc<WriteGate>,
 }
@@ -457,7 +492,14 @@ impl Swarm {
             .await
             .map_err(seed_err)?;
         match added {
-            AddTorrentResponse::Added(_, handle) => Ok(Download { handle, gate }),
+            AddTorrentResponse::Added(_, handle) => {
+                lock(&self.downloads).insert(digest, handle.clone());
+                Ok(Download {
+                    digest,
+                    handle,
+                    gate,
+                })
+            }
             AddTorrentResponse::AlreadyManaged(..) | AddTorrentResponse::ListOnly(_) => Err(
                 seed_err(anyhow::anyhow!("the torrent is already in the session")),
             ),
@@ -475,7 +517,39 @@ impl Swarm {
     /// Ends a download: no write lands after this returns.
     pub async fn end_download(&self, d: Download) {
         d.gate.close();
+        lock(&self.downloads).remove(&d.digest);
         self.drop_torrent(&d.handle).await;
+    }
+
+    /// Every torrent in the session: active seeds and downloads from peers.
+    pub fn list(&self) -> Vec<TorrentStatus> {
+        let status = |digest: Digest, role, h: &ManagedTorrentHandle| {
+            let st = h.stats();
+            let live = st.live.as_ref();
+            TorrentStatus {
+                digest,
+                infohash: h.info_hash().as_string(),
+                role,
+                state: st.state.to_string(),
+                size: st.total_bytes,
+                have_bytes: st.progress_bytes,
+                uploaded_bytes: st.uploaded_bytes,
+                peers: live.map_or(0, |l| l.snapshot.peer_stats.live as u64),
+                download_mbps: live.map_or(0.0, |l| l.download_speed.mbps),
+                upload_mbps: live.map_or(0.0, |l| l.upload_speed.mbps),
+            }
+        };
+        let mut out: Vec<TorrentStatus> = lock(&self.active)
+            .iter()
+            .filter_map(|(d, c)| c.get().map(|s| status(*d, "seeding", &s.handle)))
+            .collect();
+        out.extend(
+            lock(&self.downloads)
+                .iter()
+                .map(|(d, h)| status(*d, "downloading", h)),
+        );
+        out.sort_by_key(|t| t.digest);
+        out
     }
 }
 

@@ -386,6 +386,19 @@ pub(super) fn holders(conn: &Connection, d: &Digest) -> rusqlite::Result<Vec<Hol
     rows.collect()
 }
 
+/// BitTorrent addresses of peers whose catalogs list `infohash`.
+pub(super) fn peers_with_infohash(
+    conn: &Connection,
+    infohash: &[u8; 20],
+) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT p.bt_addr FROM peer_blobs pb JOIN peers p ON p.url = pb.peer_url
+         WHERE pb.infohash = ?1 AND p.bt_addr IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([&infohash[..]], |r| r.get(0))?;
+    rows.collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
