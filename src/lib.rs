@@ -15,6 +15,7 @@ pub mod app;
 pub mod cache;
 pub mod config;
 pub mod http;
+pub mod import;
 pub mod mirror;
 pub mod oci;
 pub mod p2p;

@@ -22,6 +22,18 @@ struct Cli {
 enum Command {
     /// Run the cache.
     Serve(ServeArgs),
+    /// Take an existing ollama models directory (e.g. ~/.ollama/models) into the cache:
+    /// blobs are verified and hard-linked (not copied), manifests filed, all seeded.
+    /// Run it while `shoal serve` is stopped.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The ollama models directory.
+    dir: std::path::PathBuf,
+    #[command(flatten)]
+    config: ServeArgs,
 }
 
 /// Only the SHOAL_* variables, and only those that are valid UTF-8 (`std::env::vars`
@@ -37,30 +49,89 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Import(args) => import(args),
+    }
+}
+
+fn load(args: &ServeArgs) -> Result<Config, ExitCode> {
+    Config::load(args, shoal_env()).map_err(|e| {
+        eprintln!("shoal: bad configuration: {}", shoal::telemetry::chain(&e));
+        ExitCode::from(64)
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn import(args: ImportArgs) -> ExitCode {
+    let cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut log = cfg.log.clone();
+    log.level = "warn".into();
+    shoal::telemetry::init(&log);
+    let result = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let store = shoal::store::Store::open(&cfg.data_dir)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open the data dir {} (stop `shoal serve` first)",
+                        cfg.data_dir.display()
+                    )
+                })?;
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            shoal::import::import(&store, &args.dir, progress)
+                .await
+                .context("import failed")
+        })
+    });
+    match result {
+        Ok(r) => {
+            println!(
+                "imported {} blobs ({} hard-linked, {} copied, {:.1} GB), {} manifests; {} blobs were already cached",
+                r.linked + r.copied,
+                r.linked,
+                r.copied,
+                r.bytes as f64 / 1e9,
+                r.manifests,
+                r.present
+            );
+            for (path, why) in &r.refused {
+                eprintln!("shoal: skipped {}: {why}", path.display());
+            }
+            if r.refused.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("shoal: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let cfg = match Config::load(&args, shoal_env()) {
+    let cfg = match load(&args) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("shoal: bad configuration: {}", shoal::telemetry::chain(&e));
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     if args.check_config {
         print!("{}", cfg.to_toml());
         return ExitCode::SUCCESS;
     }
     shoal::telemetry::init(&cfg.log);
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-        .and_then(|rt| {
-            rt.block_on(shoal::app::run(cfg, shutdown_signal()))
-                .context("shoal failed")
-        });
+    let result = runtime().and_then(|rt| {
+        rt.block_on(shoal::app::run(cfg, shutdown_signal()))
+            .context("shoal failed")
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

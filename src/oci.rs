@@ -7,12 +7,14 @@
 
 mod digest;
 mod error;
+mod manifest;
 mod name;
 mod range;
 mod route;
 
 pub use digest::{Digest, DigestError};
 pub use error::ErrorCode;
+pub use manifest::{manifest_media_type, OLLAMA_MANIFEST_ACCEPT};
 pub use name::{NameError, Reference, RepoName};
 pub use range::{ByteRange, RangeError, RangeSpec};
 pub use route::{parse_route, Route, RouteError};

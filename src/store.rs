@@ -455,39 +455,46 @@ impl Store {
             File::open(&dir)
                 .and_then(|f| f.sync_all())
                 .map_err(Error::io("fsync", &dir))?;
-            let row = BlobRow {
-                digest: d,
-                size,
-                last_access_ms: now_ms(),
-                hits: 0,
-            };
-            {
-                let mut db = lock(&inner.db);
-                let tx = db.transaction()?;
-                index::insert_blob(&tx, &row)?;
-                if let Some(t) = &torrent {
-                    index::insert_torrent(&tx, t)?;
+            record_complete(&inner, d, size, torrent.as_ref())
+        })
+        .await?
+    }
+
+    /// Takes in a complete blob that already exists as a file elsewhere (`shoal import`):
+    /// hard-linked into place when `from` is on the same filesystem, else copied. The
+    /// caller has verified its digest. Returns whether it was linked (no bytes copied).
+    pub async fn adopt(
+        &self,
+        d: Digest,
+        size: u64,
+        from: PathBuf,
+        torrent: Option<TorrentRow>,
+    ) -> Result<bool> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || -> Result<bool> {
+            let to = blob_path(&inner.root, &d);
+            let dir = to.parent().unwrap_or(&inner.root).to_owned();
+            fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+            let linked = match fs::hard_link(&from, &to) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => true,
+                Err(_) => {
+                    // Another filesystem (or one without hard links): copy, then fsync,
+                    // through a partial so a crash never leaves a short "complete" file.
+                    let tmp = inner.root.join("tmp").join(format!("{}.partial", d.hex()));
+                    fs::copy(&from, &tmp).map_err(Error::io("copy", &from))?;
+                    File::open(&tmp)
+                        .and_then(|f| f.sync_all())
+                        .map_err(Error::io("fsync", &tmp))?;
+                    fs::rename(&tmp, &to).map_err(Error::io("rename", &tmp))?;
+                    false
                 }
-                tx.commit()?;
-            }
-            let mut blobs = lock(&inner.blobs);
-            if blobs
-                .map
-                .insert(
-                    d,
-                    BlobMeta {
-                        size,
-                        last_access_ms: row.last_access_ms,
-                        hits: 0,
-                        readers: 0,
-                        dirty: false,
-                    },
-                )
-                .is_none()
-            {
-                blobs.total += size;
-            }
-            Ok(())
+            };
+            File::open(&dir)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io("fsync", &dir))?;
+            record_complete(&inner, d, size, torrent.as_ref())?;
+            Ok(linked)
         })
         .await?
     }
@@ -660,6 +667,43 @@ impl Store {
         self.with_db(move |c| index::save_counters(c, &counters))
             .await
     }
+}
+
+/// Indexes a blob whose file is in place (blob and torrent rows in one transaction), then
+/// makes it visible to readers. Blocking.
+fn record_complete(
+    inner: &Inner,
+    d: Digest,
+    size: u64,
+    torrent: Option<&TorrentRow>,
+) -> Result<()> {
+    let row = BlobRow {
+        digest: d,
+        size,
+        last_access_ms: now_ms(),
+        hits: 0,
+    };
+    {
+        let mut db = lock(&inner.db);
+        let tx = db.transaction()?;
+        index::insert_blob(&tx, &row)?;
+        if let Some(t) = torrent {
+            index::insert_torrent(&tx, t)?;
+        }
+        tx.commit()?;
+    }
+    let mut blobs = lock(&inner.blobs);
+    let meta = BlobMeta {
+        size,
+        last_access_ms: row.last_access_ms,
+        hits: 0,
+        readers: 0,
+        dirty: false,
+    };
+    if blobs.map.insert(d, meta).is_none() {
+        blobs.total += size;
+    }
+    Ok(())
 }
 
 fn walk_blob_files(root: &Path) -> Result<Vec<PathBuf>> {

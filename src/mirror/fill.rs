@@ -26,9 +26,9 @@ use url::Url;
 use super::sched::{Job, Sched};
 use super::{ErrorKind, Mirror};
 use crate::oci::{Digest, RepoName};
-use crate::p2p::torrent::{PieceHasher, TorrentInfo};
+use crate::p2p::torrent::PieceHasher;
 use crate::stats::Stats;
-use crate::store::{Holder, TorrentRow};
+use crate::store::Holder;
 use crate::upstream::{self, BlobProbe, ClientMeta};
 
 /// Bytes a worker gathers before one write; also how soon readers see them.
@@ -70,26 +70,6 @@ impl Failure {
             ErrorKind::Internal
         };
         Failure::new(kind, format!("{what}: {e}"))
-    }
-}
-
-/// The index row for a blob's torrent; none for an empty blob (nothing to share).
-pub(super) fn torrent_row(t: TorrentInfo) -> Option<TorrentRow> {
-    if t.size == 0 {
-        return None;
-    }
-    match t.infohash() {
-        Ok(infohash) => Some(TorrentRow {
-            digest: t.digest,
-            infohash,
-            piece_length: t.piece_length,
-            pieces: t.pieces,
-        }),
-        Err(e) => {
-            // Only an encoder failure; the blob is still good, it just won't be seeded.
-            tracing::error!(error = %e, "cannot build the blob's torrent");
-            None
-        }
     }
 }
 
@@ -486,7 +466,7 @@ impl Fill {
                 ),
             ));
         }
-        let torrent = torrent_row(pieces.finish(self.digest, size));
+        let torrent = pieces.finish(self.digest, size).into_row();
         m.inner
             .store
             .commit(self.digest, size, file, torrent)

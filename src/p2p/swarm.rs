@@ -30,7 +30,7 @@ use super::torrent::{PieceHasher, TorrentInfo};
 use super::tracker::{self, Swarms};
 use crate::oci::Digest;
 use crate::stats::Stats;
-use crate::store::{BlobLease, Store, TorrentRow};
+use crate::store::{BlobLease, Store};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ManagedTorrentHandle = Arc<ManagedTorrent>;
@@ -318,14 +318,9 @@ impl Swarm {
             digest,
             source: e.into(),
         })?;
-        self.store
-            .put_torrent(TorrentRow {
-                digest,
-                infohash: info.infohash()?,
-                piece_length: info.piece_length,
-                pieces: info.pieces.clone(),
-            })
-            .await?;
+        if let Some(row) = info.clone().into_row() {
+            self.store.put_torrent(row).await?;
+        }
         Ok(info)
     }
 

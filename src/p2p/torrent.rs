@@ -14,6 +14,7 @@
 use sha1::{Digest as _, Sha1};
 
 use crate::oci::Digest;
+use crate::store::TorrentRow;
 
 const MIB: u64 = 1 << 20;
 const MIN_PIECE: u64 = MIB;
@@ -73,6 +74,26 @@ impl TorrentInfo {
 
     pub fn name(&self) -> String {
         format!("sha256-{}", self.digest.hex())
+    }
+
+    /// The index row for this torrent; none for an empty blob (nothing to share).
+    pub fn into_row(self) -> Option<TorrentRow> {
+        if self.size == 0 {
+            return None;
+        }
+        match self.infohash() {
+            Ok(infohash) => Some(TorrentRow {
+                digest: self.digest,
+                infohash,
+                piece_length: self.piece_length,
+                pieces: self.pieces,
+            }),
+            Err(e) => {
+                // Only an encoder failure; the blob is still good, it just won't be seeded.
+                tracing::error!(error = %e, "cannot build the blob's torrent");
+                None
+            }
+        }
     }
 
     /// The bencoded info dict.
