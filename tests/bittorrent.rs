@@ -227,3 +227,73 @@ async fn aria2c_downloads_from_shoal() {
     .await
     .expect("test timed out");
 }
+
+/// A seed with no peers leaves the session; an evicted blob is no longer offered at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_seeds_retire_and_evicted_blobs_stop_being_seeded() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let a = blob_bytes(3 * MIB, 63);
+        let b = blob_bytes(3 * MIB, 64);
+        let (da, db) = (up.add_blob(a.clone()), up.add_blob(b.clone()));
+        let shoal = Shoal::start_with(&up.url(), |c| {
+            c.p2p.idle_after = Duration::from_millis(500);
+            c.max_cache_size = Some(bytesize::ByteSize::mib(5));
+        })
+        .await;
+        cache(&shoal, &da, &a).await;
+        let r = get(
+            &format!("{}/_shoal/v1/blobs/{da}/torrent", shoal.url()),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let (_, ih) = expected_info(&a);
+        let torrents = async || {
+            get(&format!("{}/_shoal/v1/torrents", shoal.url()), &[])
+                .await
+                .json()
+        };
+        assert_eq!(torrents().await["torrents"][0]["digest"], da);
+
+        // No peer came: the seed retires (housekeeping runs every few seconds).
+        let retired = eventually(Duration::from_secs(20), async || {
+            torrents().await["torrents"]
+                .as_array()
+                .is_some_and(|t| t.is_empty())
+        })
+        .await;
+        assert!(retired, "{}", torrents().await);
+
+        // B pushes A out of the 5 MiB cache: A is no longer offered anywhere.
+        cache(&shoal, &db, &b).await;
+        assert!(
+            eventually(Duration::from_secs(10), async || shoal.stats().await
+                ["evictions"]
+                == 1)
+            .await
+        );
+        let r = get(
+            &format!("{}/_shoal/v1/blobs/{da}/torrent", shoal.url()),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 404);
+        let q = format!(
+            "info_hash={}&peer_id={}&port=7000",
+            percent(&ih),
+            percent(b"-TEST00-abcdefghijkl")
+        );
+        let r = get(&format!("{}/announce?{q}", shoal.url()), &[]).await;
+        assert!(String::from_utf8_lossy(&r.body).contains("unknown torrent"));
+        let cat = get(&format!("{}/_shoal/v1/catalog", shoal.url()), &[])
+            .await
+            .json();
+        assert!(
+            !cat.to_string().contains(&da),
+            "evicted blob still in the catalog"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
