@@ -63,6 +63,15 @@ impl Failure {
         Failure::new(kind, crate::telemetry::chain(e))
     }
 
+    fn store(e: &crate::store::Error) -> Failure {
+        let kind = if e.is_disk_full() {
+            ErrorKind::Storage
+        } else {
+            ErrorKind::Internal
+        };
+        Failure::new(kind, crate::telemetry::chain(e))
+    }
+
     fn io(what: &str, e: &std::io::Error) -> Failure {
         let kind = if crate::store::is_disk_full(e) {
             ErrorKind::Storage
@@ -344,14 +353,7 @@ impl Fill {
         let file = tokio::task::spawn_blocking(move || store.create_partial(&digest, size))
             .await
             .map_err(|e| Failure::new(ErrorKind::Internal, e.to_string()))?
-            .map_err(|e| {
-                let kind = if e.is_disk_full() {
-                    ErrorKind::Storage
-                } else {
-                    ErrorKind::Internal
-                };
-                Failure::new(kind, crate::telemetry::chain(&e))
-            })?;
+            .map_err(|e| Failure::store(&e))?;
         let file = Arc::new(file);
 
         let min_span = cfg.min_span.as_u64();
@@ -471,14 +473,7 @@ impl Fill {
             .store
             .commit(self.digest, size, file, torrent)
             .await
-            .map_err(|e| {
-                let kind = if e.is_disk_full() {
-                    ErrorKind::Storage
-                } else {
-                    ErrorKind::Internal
-                };
-                Failure::new(kind, crate::telemetry::chain(&e))
-            })?;
+            .map_err(|e| Failure::store(&e))?;
         Ok(size)
     }
 

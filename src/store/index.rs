@@ -43,6 +43,18 @@ fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// A 20-byte infohash column.
+fn infohash_col(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<[u8; 20]> {
+    let v: Vec<u8> = r.get(idx)?;
+    v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Blob,
+            "infohash is not 20 bytes".into(),
+        )
+    })
+}
+
 fn digest_col(s: String) -> rusqlite::Result<Digest> {
     s.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
@@ -87,16 +99,9 @@ pub(super) fn insert_torrent(conn: &Connection, t: &TorrentRow) -> rusqlite::Res
 }
 
 fn torrent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TorrentRow> {
-    let infohash: Vec<u8> = r.get(1)?;
     Ok(TorrentRow {
         digest: digest_col(r.get(0)?)?,
-        infohash: infohash.try_into().map_err(|_| {
-            rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Blob,
-                "infohash is not 20 bytes".into(),
-            )
-        })?,
+        infohash: infohash_col(r, 1)?,
         piece_length: r.get::<_, i64>(2)? as u64,
         pieces: r.get(3)?,
     })
@@ -255,17 +260,10 @@ pub(super) fn catalog(conn: &Connection) -> rusqlite::Result<Vec<CatalogEntry>> 
         "SELECT b.digest, b.size, t.infohash FROM blobs b JOIN torrents t ON t.digest = b.digest",
     )?;
     let rows = stmt.query_map([], |r| {
-        let ih: Vec<u8> = r.get(2)?;
         Ok(CatalogEntry {
             digest: digest_col(r.get(0)?)?,
             size: r.get::<_, i64>(1)? as u64,
-            infohash: ih.try_into().map_err(|_| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    2,
-                    rusqlite::types::Type::Blob,
-                    "infohash is not 20 bytes".into(),
-                )
-            })?,
+            infohash: infohash_col(r, 2)?,
         })
     })?;
     rows.collect()
@@ -369,18 +367,11 @@ pub(super) fn holders(conn: &Connection, d: &Digest) -> rusqlite::Result<Vec<Hol
          WHERE pb.digest = ?1 AND p.bt_addr IS NOT NULL ORDER BY p.last_ok_ms DESC",
     )?;
     let rows = stmt.query_map([d.to_string()], |r| {
-        let ih: Vec<u8> = r.get(3)?;
         Ok(Holder {
             peer_url: r.get(0)?,
             bt_addr: r.get(1)?,
             size: r.get::<_, i64>(2)? as u64,
-            infohash: ih.try_into().map_err(|_| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    3,
-                    rusqlite::types::Type::Blob,
-                    "infohash is not 20 bytes".into(),
-                )
-            })?,
+            infohash: infohash_col(r, 3)?,
         })
     })?;
     rows.collect()
