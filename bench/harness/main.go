@@ -54,6 +54,14 @@ func main() {
 		rangegetMain(os.Args[2:])
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "swarm" { // bench/swarm (swarm.go)
+		swarmMain(os.Args[2:])
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "swarmget" { // its in-namespace client
+		swarmgetMain(os.Args[2:])
+		return
+	}
 	var o options
 	flag.StringVar(&o.shoal, "shoal", "", "shoal binary")
 	flag.StringVar(&o.gopull, "gopull", "", "gopull binary (ollama-pull stand-in)")
