@@ -239,6 +239,10 @@ func runSwarm(o *swarmOpts) (int, error) {
 	l := &lan{subnet: o.subnet, nsPrefix: o.nsPrefix, vethPrefix: o.vethPrefix, nodes: o.nodes}
 	rep := &swarmReport{Date: time.Now().UTC().Format(time.RFC3339), Host: hostInfo(&options{repo: o.repo, nginx: o.nginx})}
 	rep.Host["loadavg_start"] = loadavg()
+	rep.Host["shoal_binary"] = o.shoal
+	if st, err := os.Stat(o.shoal); err == nil {
+		rep.Host["shoal_binary_mtime"] = st.ModTime().UTC().Format(time.RFC3339)
+	}
 	rep.Params = map[string]interface{}{
 		"rate_mbit": o.mbit, "tbf": fmt.Sprintf("rate %dmbit burst %d latency 50ms", o.mbit, tbfBurst(o.mbit)),
 		"blob_size": o.blobSize, "pair_reps": o.pairReps, "fanout_reps": o.fanoutReps,
@@ -527,12 +531,21 @@ func (s *swarmBench) pair() error {
 	}
 	ratio := median(httpS) / median(btS)
 	rep.FanoutSingleSecs = median(btS)
+	var cpuA, cpuB, cpuN []float64
+	for _, t := range rep.Pair {
+		if t.Via == "bt" {
+			cpuA, cpuB = append(cpuA, t.CPU["A"]), append(cpuB, t.CPU["B"])
+		} else {
+			cpuN = append(cpuN, t.CPU["nginx"])
+		}
+	}
 	rep.Figures = append(rep.Figures, swarmFigure{
 		Name: "pair: HTTP time / BitTorrent time", Value: ratio, Unit: "×",
 		Goal: fmt.Sprintf("≥ %.2f", o.pairGoal), Met: ratio >= o.pairGoal,
 		Detail: fmt.Sprintf("node B pulls a %s blob that A holds, links capped at %d Mbit/s; median of %d: HTTP (nginx in A's namespace) %.2f s [%s] = %.1f MB/s, BitTorrent (GET through shoal on B) %.2f s [%s] = %.1f MB/s",
 			sizeStr(d.Big.Size), o.mbit, o.pairReps, median(httpS), fmtList(httpS, 2), float64(d.Big.Size)/median(httpS)/1e6,
-			median(btS), fmtList(btS, 2), float64(d.Big.Size)/median(btS)/1e6),
+			median(btS), fmtList(btS, 2), float64(d.Big.Size)/median(btS)/1e6) +
+			fmt.Sprintf("; CPU seconds per transfer (median): nginx %.1f; shoal A %.1f + shoal B %.1f", median(cpuN), median(cpuA), median(cpuB)),
 	})
 	return nil
 }
