@@ -164,7 +164,7 @@ func swarmMain(args []string) {
 	fs.IntVar(&o.nodes, "nodes", 5, "node namespaces (holder + pullers)")
 	fs.IntVar(&o.mbit, "rate", 200, "tbf cap of every node link, each direction, in Mbit/s")
 	fs.Int64Var(&o.blobSize, "blob-size", 1<<30, "size of the shared blob")
-	fs.IntVar(&o.pairReps, "pair-reps", 2, "transfers each way (HTTP, BitTorrent) in the pair test")
+	fs.IntVar(&o.pairReps, "pair-reps", 3, "transfers each way (HTTP, BitTorrent) in the pair test")
 	fs.IntVar(&o.fanoutReps, "fanout-reps", 2, "fan-out rounds")
 	fs.IntVar(&o.restarts, "restarts", 5, "timed restarts")
 	fs.IntVar(&o.smallBlobs, "small-blobs", 2000, "blobs in the restart data dir")
