@@ -246,3 +246,61 @@ async fn corrupt_pieces_from_a_peer_are_never_cached() {
     .await
     .expect("test timed out");
 }
+
+/// Nodes pulling the same blob at once trade pieces (they find each other through the
+/// holder's tracker), so the holder uploads little more than one copy, not one per puller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pullers_trade_pieces_instead_of_each_taking_a_copy() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let data = blob_bytes(24 * MIB, 86);
+        let digest = up.add_blob(data.clone());
+        let a = Shoal::start_with(&up.url(), |c| {
+            c.p2p.upload_limit = Some(bytesize::ByteSize::mib(8));
+        })
+        .await;
+        assert_eq!(
+            get(&format!("{}/v2/x/blobs/{digest}", a.url()), &[])
+                .await
+                .body,
+            data
+        );
+        committed(&a, 1).await;
+        let mut pullers = Vec::new();
+        for _ in 0..3 {
+            let n = Shoal::start_with(&up.url(), |c| {
+                c.peers = vec![a.url()];
+                c.p2p.stall_timeout = Duration::from_secs(15);
+            })
+            .await;
+            knows(&n, 1).await;
+            pullers.push(n);
+        }
+        let urls: Vec<String> = pullers.iter().map(|n| n.url()).collect();
+        let pulls = urls.iter().map(|u| {
+            let url = format!("{u}/v2/x/blobs/{digest}");
+            async move { get(&url, &[]).await }
+        });
+        for r in futures_util::future::join_all(pulls).await {
+            assert!(r.status == 200 && r.body == data);
+        }
+        for n in &pullers {
+            committed(n, 1).await;
+            assert_eq!(n.stats().await["upstream_bytes"], 0);
+        }
+        // Let the holder's housekeeping count its uploads.
+        let counted = eventually(Duration::from_secs(15), async || {
+            a.stats().await["seeded_bytes"].as_u64() >= Some(data.len() as u64)
+        })
+        .await;
+        assert!(counted);
+        let seeded = a.stats().await["seeded_bytes"].as_u64().unwrap();
+        assert!(
+            seeded < 2 * data.len() as u64,
+            "the holder uploaded {:.1} copies for 3 pullers",
+            seeded as f64 / data.len() as f64
+        );
+    })
+    .await
+    .expect("test timed out");
+}

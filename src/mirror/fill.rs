@@ -510,6 +510,13 @@ impl Fill {
             .filter(|h| h.infohash == infohash)
             .filter_map(|h| Some((h.peer_url.clone(), h.bt_addr.parse::<SocketAddr>().ok()?)))
             .unzip();
+        let trackers: Vec<String> = urls
+            .iter()
+            .map(|u| match p2p.peers.swarm_key() {
+                Some(key) => format!("{u}/announce/{key}"),
+                None => format!("{u}/announce"),
+            })
+            .collect();
         self.lock().peers_used = urls;
         let weak = Arc::downgrade(self);
         let stats = m.inner.stats.clone();
@@ -520,7 +527,7 @@ impl Fill {
         });
         let dl = match p2p
             .swarm
-            .download(&info, file.clone(), addrs.clone(), on_piece)
+            .download(&info, file.clone(), addrs.clone(), trackers, on_piece)
             .await
         {
             Ok(dl) => dl,
@@ -533,16 +540,35 @@ impl Fill {
         let stall = m.inner.cfg.peer_stall;
         self.lock().last_progress = Instant::now();
         let mut rx = self.landed_tx.subscribe();
+        // librqbit fetches pieces in order. Steer it: first where clients wait, then from
+        // a place of this node's own, so that nodes pulling together start in different
+        // places and have pieces to trade.
+        let own_start = fastrand::u64(0..info.size.max(1)) / info.piece_length * info.piece_length;
+        let mut steered = Vec::new();
         let complete = loop {
-            let (done, idle) = {
+            let (done, idle, mut want) = {
                 let st = self.lock();
+                let sched = st.sched.as_ref();
                 (
-                    st.sched.as_ref().is_some_and(|s| s.complete()),
+                    sched.is_some_and(|s| s.complete()),
                     st.last_progress.elapsed(),
+                    sched.map(|s| s.waiting_demands()).unwrap_or_default(),
                 )
             };
             if done {
                 break true;
+            }
+            if let Some(next) = self
+                .lock()
+                .sched
+                .as_ref()
+                .and_then(|s| s.next_missing(own_start))
+            {
+                want.push(next / info.piece_length * info.piece_length);
+            }
+            if want != steered {
+                p2p.swarm.steer(&dl, &want).await;
+                steered = want;
             }
             if idle >= stall {
                 tracing::warn!(digest = %self.digest, live_peers = p2p.swarm.live_peers(&dl),

@@ -145,6 +145,24 @@ impl Sched {
         self.landed.insert(start, end.min(self.size));
     }
 
+    /// Offsets where readers wait for bytes that have not landed, lowest first.
+    pub fn waiting_demands(&self) -> Vec<u64> {
+        self.demands
+            .keys()
+            .copied()
+            .filter(|&d| d < self.size && !self.landed.contains(d))
+            .collect()
+    }
+
+    /// The first byte at or after `from` that has not landed, wrapping around to 0.
+    pub fn next_missing(&self, from: u64) -> Option<u64> {
+        let gap_from = |p: u64| {
+            let p = self.landed.run_end(p).unwrap_or(p);
+            (p < self.size).then_some(p)
+        };
+        gap_from(from.min(self.size)).or_else(|| gap_from(0))
+    }
+
     /// Worker `w` gives up its span (error or stall); the rest is unassigned again.
     pub fn release(&mut self, w: usize) {
         self.spans[w] = None;

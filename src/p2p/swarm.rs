@@ -33,6 +33,10 @@ use crate::stats::Stats;
 use crate::store::{BlobLease, Store};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How often a download re-announces to the holders' trackers, so that nodes pulling the
+/// same blob at once find each other within a few seconds.
+const DOWNLOAD_ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
 type ManagedTorrentHandle = Arc<ManagedTorrent>;
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +154,8 @@ impl Swarm {
             }),
             persistence: None,
             fastresume: false,
+            // librqbit's permits for disk work; each steering stream holds one for its life.
+            runtime_worker_threads: Some(64),
             ratelimits: librqbit::limits::LimitsConfig {
                 upload_bps: cfg.upload_limit.and_then(std::num::NonZeroU32::new),
                 download_bps: None,
@@ -446,16 +452,27 @@ pub struct Download {
     digest: Digest,
     handle: ManagedTorrentHandle,
     gate: Arc<WriteGate>,
+    /// File streams that are never read, only positioned: librqbit fetches the 32 MiB
+    /// after each stream's position before anything else, which is the only say it gives
+    /// over which pieces come first.
+    steering: tokio::sync::Mutex<Vec<std::pin::Pin<Box<dyn tokio::io::AsyncSeek + Send>>>>,
 }
+
+/// Most steering streams per download (each holds one of librqbit's worker permits).
+const MAX_STEERING: usize = 8;
 
 impl Swarm {
     /// Starts downloading a blob from `peers` into `file` (the fill's preallocated partial).
     /// `on_piece` gets the byte range of every piece that verified.
+    /// `trackers` are the holders' own trackers: announcing there (every few seconds)
+    /// lets nodes downloading the same blob at once find each other and trade pieces,
+    /// instead of each taking a whole copy from the holder.
     pub async fn download(
         &self,
         info: &TorrentInfo,
         file: Arc<std::fs::File>,
         peers: Vec<SocketAddr>,
+        trackers: Vec<String>,
         on_piece: OnPiece,
     ) -> Result<Download> {
         let digest = info.digest;
@@ -471,9 +488,7 @@ impl Swarm {
             gate: gate.clone(),
             on_piece,
         };
-        let mut bytes = b"d4:info".to_vec();
-        bytes.extend_from_slice(&info.info_bytes()?);
-        bytes.push(b'e');
+        let bytes = info.torrent_file(&trackers)?;
         let added = self
             .session
             .add_torrent(
@@ -481,6 +496,7 @@ impl Swarm {
                 Some(AddTorrentOptions {
                     storage_factory: Some(storage.boxed()),
                     initial_peers: Some(peers),
+                    force_tracker_interval: Some(DOWNLOAD_ANNOUNCE_EVERY),
                     ..Default::default()
                 }),
             )
@@ -493,6 +509,7 @@ impl Swarm {
                     digest,
                     handle,
                     gate,
+                    steering: tokio::sync::Mutex::new(Vec::new()),
                 })
             }
             AddTorrentResponse::AlreadyManaged(..) | AddTorrentResponse::ListOnly(_) => Err(
@@ -509,8 +526,29 @@ impl Swarm {
             .map_or(0, |l| l.snapshot.peer_stats.live as usize)
     }
 
+    /// Points librqbit at the byte offsets wanted first (clients waiting there, or where
+    /// this node should start so that nodes pulling together fetch different pieces).
+    pub async fn steer(&self, d: &Download, positions: &[u64]) {
+        let positions = &positions[..positions.len().min(MAX_STEERING)];
+        let mut streams = d.steering.lock().await;
+        streams.truncate(positions.len());
+        while streams.len() < positions.len() {
+            let opened =
+                tokio::time::timeout(Duration::from_secs(1), d.handle.clone().stream(0)).await;
+            match opened {
+                Ok(Ok(stream)) => streams.push(Box::pin(stream)),
+                _ => break,
+            }
+        }
+        for (stream, pos) in streams.iter_mut().zip(positions) {
+            // Setting the position is all a seek does here; it cannot fail in range.
+            let _ = stream.as_mut().start_seek(std::io::SeekFrom::Start(*pos));
+        }
+    }
+
     /// Ends a download: no write lands after this returns.
     pub async fn end_download(&self, d: Download) {
+        d.steering.lock().await.clear();
         d.gate.close();
         lock(&self.downloads).remove(&d.digest);
         self.drop_torrent(&d.handle).await;

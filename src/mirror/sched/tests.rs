@@ -210,3 +210,18 @@ fn simulation_always_completes() {
         assert_eq!(s.landed().total(), size);
     }
 }
+
+#[test]
+fn demands_and_missing_bytes_for_steering() {
+    let mut s = Sched::new(10 * MIB, 1, 4 * MIB, MIB, false);
+    s.land_external(0, 2 * MIB);
+    s.land_external(5 * MIB, 10 * MIB);
+    s.add_demand(MIB); // landed: not waiting
+    s.add_demand(3 * MIB);
+    assert_eq!(s.waiting_demands(), vec![3 * MIB]);
+    assert_eq!(s.next_missing(0), Some(2 * MIB));
+    assert_eq!(s.next_missing(4 * MIB), Some(4 * MIB));
+    assert_eq!(s.next_missing(6 * MIB), Some(2 * MIB), "wraps around");
+    s.land_external(2 * MIB, 5 * MIB);
+    assert_eq!(s.next_missing(0), None);
+}
