@@ -66,6 +66,7 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
             idle_after: cfg.p2p.idle_after,
             work_dir: cfg.data_dir.join("bt"),
             upload_limit: cfg.p2p.upload_limit.map(|l| l.as_u64() as u32),
+            download_limit: cfg.p2p.download_limit.map(|l| l.as_u64() as u32),
         },
         store.clone(),
         stats.clone(),

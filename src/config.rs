@@ -91,6 +91,9 @@ pub struct P2pConfig {
     /// the LAN. No cap when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upload_limit: Option<ByteSize>,
+    /// Cap on BitTorrent downloads from peers, bytes per second. No cap when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_limit: Option<ByteSize>,
     /// When set, catalog and tracker requests must carry it: boxes outside the swarm cannot
     /// list what this node holds or find its peers. See docs/SWARM.md for what it does not do.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,6 +108,7 @@ impl Default for P2pConfig {
             stall_timeout: Duration::from_secs(5),
             discovery: true,
             upload_limit: None,
+            download_limit: None,
             swarm_key: None,
         }
     }

@@ -73,8 +73,9 @@ pub struct SwarmConfig {
     pub idle_after: Duration,
     /// Where librqbit may keep its own files (it writes none with shoal's storage).
     pub work_dir: PathBuf,
-    /// Upload cap, bytes per second.
+    /// Upload and download caps, bytes per second.
     pub upload_limit: Option<u32>,
+    pub download_limit: Option<u32>,
 }
 
 /// One active seed.
@@ -158,7 +159,7 @@ impl Swarm {
             runtime_worker_threads: Some(64),
             ratelimits: librqbit::limits::LimitsConfig {
                 upload_bps: cfg.upload_limit.and_then(std::num::NonZeroU32::new),
-                download_bps: None,
+                download_bps: cfg.download_limit.and_then(std::num::NonZeroU32::new),
             },
             ..Default::default()
         };
