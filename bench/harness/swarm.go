@@ -165,7 +165,7 @@ func swarmMain(args []string) {
 	fs.IntVar(&o.mbit, "rate", 200, "tbf cap of every node link, each direction, in Mbit/s")
 	fs.Int64Var(&o.blobSize, "blob-size", 1<<30, "size of the shared blob")
 	fs.IntVar(&o.pairReps, "pair-reps", 3, "transfers each way (HTTP, BitTorrent) in the pair test")
-	fs.IntVar(&o.fanoutReps, "fanout-reps", 2, "fan-out rounds")
+	fs.IntVar(&o.fanoutReps, "fanout-reps", 3, "fan-out rounds")
 	fs.IntVar(&o.restarts, "restarts", 5, "timed restarts")
 	fs.IntVar(&o.smallBlobs, "small-blobs", 2000, "blobs in the restart data dir")
 	fs.Int64Var(&o.smallMin, "small-min", 64<<10, "smallest of those blobs")
@@ -925,6 +925,21 @@ func printSwarmSummary(rep *swarmReport) {
 	fmt.Println()
 	for _, f := range rep.Figures {
 		fmt.Printf("- %s: %s\n", f.Name, f.Detail)
+	}
+	var busy []string
+	for i, t := range rep.Pair {
+		if t.MachineBusy > 0.8 {
+			busy = append(busy, fmt.Sprintf("pair transfer %d (%s) %.0f%%", i+1, t.Via, 100*t.MachineBusy))
+		}
+	}
+	for i, r := range rep.Fanout {
+		if r.MachineBusy > 0.8 {
+			busy = append(busy, fmt.Sprintf("fan-out round %d %.0f%%", i+1, 100*r.MachineBusy))
+		}
+	}
+	if len(busy) > 0 {
+		fmt.Printf("\nNOTE: the machine was over 80%% busy (all processes, other users' included) during: %s; those samples may be CPU-bound rather than link-bound.\n",
+			strings.Join(busy, ", "))
 	}
 	fmt.Println()
 	if rep.Pass {
