@@ -30,6 +30,8 @@ pub enum Error {
     Swarm(#[from] crate::p2p::Error),
     #[error("cannot set up peers")]
     Peers(#[from] crate::p2p::PeersError),
+    #[error("cannot set up shoal's CA")]
+    Ca(#[from] crate::tls::Error),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -51,6 +53,7 @@ pub struct App {
     stats: Arc<Stats>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
+    tls_server: Option<JoinHandle<std::io::Result<()>>>,
     housekeeping: JoinHandle<()>,
     background: tokio_util::sync::CancellationToken,
 }
@@ -59,7 +62,11 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
     let store = Store::open(&cfg.data_dir).await?;
     let stats = Arc::new(Stats::default());
     stats.restore(&store.load_counters().await?);
-    let upstream = Upstream::new(&cfg.upstream, &cfg.fetch)?;
+    let upstream = Upstream::new(&cfg.upstream, &cfg.fetch, &cfg.resolve)?;
+    let ca = crate::tls::Ca::load_or_create(&cfg.data_dir)?;
+    let policy =
+        crate::tls::Policy::new(&cfg.proxy.intercept, &cfg.proxy.allow, upstream.base_url());
+    let tls = Arc::new(crate::tls::Interceptor::new(ca, policy)?);
     let swarm = Swarm::start(
         SwarmConfig {
             listen: cfg.bt_listen,
@@ -88,6 +95,19 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
             source,
         })?;
     let addr = listener.local_addr().map_err(Error::Serve)?;
+    let tls_listener = match cfg.tls_listen {
+        None => None,
+        Some(tls_addr) => {
+            Some(
+                TcpListener::bind(tls_addr)
+                    .await
+                    .map_err(|source| Error::Bind {
+                        addr: tls_addr,
+                        source,
+                    })?,
+            )
+        }
+    };
     let (blobs, bytes) = store.totals();
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), upstream = %cfg.upstream, blobs, bytes, "shoal serving");
 
@@ -131,8 +151,22 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         mirror: mirror.clone(),
         swarm: swarm.clone(),
         peers: peers.clone(),
+        tls,
         started: Instant::now(),
     });
+    let tls_server = match tls_listener {
+        None => None,
+        Some(l) => {
+            let tls_addr = l.local_addr().map_err(Error::Serve)?;
+            tracing::info!(%tls_addr, "serving TLS for the intercepted hosts (DNS mode)");
+            let stop = background.child_token();
+            Some(tokio::spawn(crate::http::serve_tls(
+                l,
+                state.clone(),
+                async move { stop.cancelled().await },
+            )))
+        }
+    };
     let server = tokio::spawn(crate::http::serve(listener, state, async move {
         let _ = stopped.await;
     }));
@@ -155,6 +189,7 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         stats,
         stop: Some(stop),
         server,
+        tls_server,
         housekeeping,
         background,
     })
@@ -191,6 +226,9 @@ impl App {
         self.background.cancel();
         self.mirror.shutdown().await;
         let served = (&mut self.server).await;
+        if let Some(tls) = self.tls_server.take() {
+            let _ = tls.await;
+        }
         self.housekeeping.abort();
         self.swarm.shutdown().await;
         persist(&self.store, &self.stats).await;

@@ -39,6 +39,14 @@ pub struct Config {
     pub bt_listen: SocketAddr,
     /// Other shoal nodes, `http://host:port` (LAN discovery finds more).
     pub peers: Vec<String>,
+    /// Also serve TLS here for the intercepted hosts (DNS mode: the site's DNS points
+    /// registry.ollama.ai at this box). Off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<SocketAddr>,
+    /// `host=ip[:port]` pins for shoal's own connections to upstream, so that a DNS
+    /// override pointing the registry's name at this box does not loop back to it.
+    pub resolve: Vec<String>,
+    pub proxy: ProxyConfig,
     pub fetch: FetchConfig,
     pub p2p: P2pConfig,
     pub manifests: ManifestConfig,
@@ -68,6 +76,38 @@ pub struct FetchConfig {
     /// A fill that lands no byte for this long fails, and its clients get an error.
     #[serde(with = "humantime_serde")]
     pub give_up_after: Duration,
+}
+
+/// HTTPS-proxy mode (`CONNECT`) and DNS mode: which hosts are intercepted with shoal's CA,
+/// which are tunnelled blindly, and (by omission) which are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Hosts whose TLS is terminated with a certificate from shoal's CA and whose registry
+    /// API is served from the cache: `host`, `host:port` (default port 443) or
+    /// `*.domain`. The upstream's own host is always added.
+    pub intercept: Vec<String>,
+    /// Hosts that `CONNECT` may reach through a blind tunnel (no interception, no
+    /// caching): `host` or `host:port` (default port 443). Everything else is refused, so
+    /// shoal is never an open proxy.
+    pub allow: Vec<String>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            // The registry and the Cloudflare R2 host its blob redirects point to. shoal
+            // never sends clients to the CDN itself, but intercepting it means no blob
+            // fetch can bypass the cache.
+            intercept: vec![
+                "registry.ollama.ai".to_owned(),
+                "*.r2.cloudflarestorage.com".to_owned(),
+            ],
+            // ollama's own site: sign-in keys, update checks and `ollama.com/...` names
+            // are not registry traffic, but ollama fails without them.
+            allow: vec!["ollama.com".to_owned(), "www.ollama.com".to_owned()],
+        }
+    }
 }
 
 /// BitTorrent between nodes.
@@ -146,6 +186,9 @@ impl Default for Config {
             max_cache_size: None,
             bt_listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
             peers: Vec::new(),
+            tls_listen: None,
+            resolve: Vec::new(),
+            proxy: ProxyConfig::default(),
             fetch: FetchConfig::default(),
             p2p: P2pConfig::default(),
             manifests: ManifestConfig::default(),
@@ -226,6 +269,13 @@ pub struct ServeArgs {
     /// Do not look for other shoal nodes on the LAN (multicast discovery is on by default).
     #[arg(long)]
     pub no_discovery: bool,
+    /// Also serve TLS for the intercepted hosts on this address (DNS mode), e.g. 0.0.0.0:443.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<String>,
+    /// Pin a host for shoal's own upstream connections, HOST=IP[:PORT] (repeatable; also
+    /// SHOAL_RESOLVE, comma-separated). Needed in DNS mode.
+    #[arg(long = "resolve", value_name = "HOST=IP")]
+    pub resolve: Vec<String>,
     /// Log format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -290,7 +340,7 @@ impl Config {
         }
 
         for (var, value) in env.iter().filter(|(k, _)| k != ENV_CONFIG) {
-            if var == "SHOAL_PEERS" {
+            if let Some(key) = comma_list_key(var) {
                 let list = value
                     .split(',')
                     .map(str::trim)
@@ -298,7 +348,7 @@ impl Config {
                     .map(|p| toml::Value::String(p.to_owned()))
                     .collect();
                 let mut next = table.clone();
-                set_value(&mut next, &["peers".to_owned()], toml::Value::Array(list));
+                set_value(&mut next, &key, toml::Value::Array(list));
                 check(&next).map_err(|message| ConfigError::Env {
                     var: var.clone(),
                     message,
@@ -317,7 +367,7 @@ impl Config {
             })?;
         }
 
-        let flags: [(&str, &[&str], Option<String>); 6] = [
+        let flags: [(&str, &[&str], Option<String>); 7] = [
             ("listen", &["listen"], args.listen.clone()),
             (
                 "data-dir",
@@ -333,6 +383,7 @@ impl Config {
                 args.max_cache_size.clone(),
             ),
             ("bt-listen", &["bt_listen"], args.bt_listen.clone()),
+            ("tls-listen", &["tls_listen"], args.tls_listen.clone()),
             (
                 "log-format",
                 &["log", "format"],
@@ -349,13 +400,24 @@ impl Config {
                 toml::Value::Boolean(false),
             );
         }
-        if !args.peers.is_empty() {
-            let list = args
-                .peers
+        for (flag, key, list) in [
+            ("peer", "peers", &args.peers),
+            ("resolve", "resolve", &args.resolve),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let list = list
                 .iter()
                 .map(|p| toml::Value::String(p.clone()))
                 .collect();
-            set_value(&mut table, &["peers".to_owned()], toml::Value::Array(list));
+            let mut next = table.clone();
+            set_value(&mut next, &[key.to_owned()], toml::Value::Array(list));
+            check(&next).map_err(|message| ConfigError::Flag {
+                flag: flag.to_owned(),
+                message,
+            })?;
+            table = next;
         }
         for (flag, key, value) in flags {
             let Some(value) = value else { continue };
@@ -389,6 +451,21 @@ impl Config {
         for p in &self.peers {
             if let Err(e) = crate::p2p::parse_peer_url(p) {
                 return bad("peers", e.to_string());
+            }
+        }
+        for r in &self.resolve {
+            if let Err(e) = parse_pin(r) {
+                return bad("resolve", e);
+            }
+        }
+        for (key, list) in [
+            ("proxy.intercept", &self.proxy.intercept),
+            ("proxy.allow", &self.proxy.allow),
+        ] {
+            for h in list {
+                if let Err(e) = parse_host_pattern(h) {
+                    return bad(key, e);
+                }
             }
         }
         if self.p2p.swarm_key.as_deref().is_some_and(|k| {
@@ -469,6 +546,69 @@ impl Config {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+}
+
+/// A `host=ip[:port]` pin: the host (lowercase) and the address, port 0 when none is given
+/// (the URL's port is used then).
+pub fn parse_pin(s: &str) -> Result<(String, SocketAddr), String> {
+    let (host, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not HOST=IP or HOST=IP:PORT"))?;
+    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+    {
+        return Err(format!("{s:?}: {host:?} is not a host name"));
+    }
+    let addr = addr.trim();
+    let addr = addr
+        .parse::<SocketAddr>()
+        .or_else(|_| {
+            addr.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 0))
+        })
+        .map_err(|_| format!("{s:?}: {addr:?} is not an IP address or IP:PORT"))?;
+    Ok((host, addr))
+}
+
+/// A `host`, `host:port` or `*.domain[:port]` pattern: lowercase host (with its `*.`) and
+/// port, 443 when none is given.
+pub fn parse_host_pattern(s: &str) -> Result<(String, u16), String> {
+    let s = s.trim();
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{s:?}: {p:?} is not a port"))?,
+        ),
+        None => (s, 443),
+    };
+    let bare = host.strip_prefix("*.").unwrap_or(host);
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if bare.split('.').all(label_ok) {
+        Ok((host.to_ascii_lowercase(), port))
+    } else {
+        Err(format!("{s:?} is not a host name, host:port or *.domain"))
+    }
+}
+
+/// Variables holding a list, written comma-separated (`SHOAL_PEERS=http://a:9200,http://b:9200`),
+/// and the key each sets.
+fn comma_list_key(var: &str) -> Option<Vec<String>> {
+    let key: &[&str] = match var {
+        "SHOAL_PEERS" => &["peers"],
+        "SHOAL_RESOLVE" => &["resolve"],
+        "SHOAL_PROXY__INTERCEPT" => &["proxy", "intercept"],
+        "SHOAL_PROXY__ALLOW" => &["proxy", "allow"],
+        _ => return None,
+    };
+    Some(key.iter().map(|k| (*k).to_owned()).collect())
 }
 
 /// Variables an orchestrator sets for a service named "shoal", not meant for shoal itself.

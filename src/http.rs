@@ -1,4 +1,6 @@
 //! The HTTP front: a hyper server (HTTP/1.1 and h2c), a tower stack, routing and handlers.
+//! The same service answers on the plain listener, inside `CONNECT` tunnels it intercepts
+//! (`proxy.rs`, HTTPS-proxy mode) and on the TLS listener (`serve_tls`, DNS mode).
 //!
 //! Tower stack, outermost first: `TraceLayer` (one span per request, its status and
 //! latency logged at the end), then the router (`handle`).
@@ -9,12 +11,13 @@
 mod admin;
 mod error;
 mod p2p;
+mod proxy;
 mod registry;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,7 +27,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
@@ -32,6 +36,7 @@ use tower_http::trace::TraceLayer;
 use crate::mirror::Mirror;
 use crate::oci::{parse_route, Route};
 use crate::p2p::{Peers, Swarm};
+use crate::tls::Interceptor;
 use error::{HttpError, RequestShape, Subject};
 
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,6 +62,7 @@ pub struct State {
     pub mirror: Mirror,
     pub swarm: Arc<Swarm>,
     pub peers: Arc<Peers>,
+    pub tls: Arc<Interceptor>,
     pub started: Instant,
 }
 
@@ -73,9 +79,45 @@ pub async fn serve(
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    accept_loop(listener, shutdown, |stream, conn, graceful| {
+        // A second watcher, for the one tunnel a `CONNECT` may turn this connection into.
+        let tunnel = Some(graceful.watcher());
+        serve_io(
+            TokioIo::new(stream),
+            state.clone(),
+            conn,
+            graceful.watcher(),
+            tunnel,
+        );
+    })
+    .await
+}
+
+/// DNS mode: TLS for the intercepted hosts, named by SNI (a client without SNI gets the
+/// upstream's name), then the same service as the plain listener.
+pub async fn serve_tls(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    accept_loop(listener, shutdown, |stream, conn, graceful| {
+        let (state, watcher) = (state.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            match proxy::accept_tls(&state, stream, conn).await {
+                Ok(tls) => serve_io(TokioIo::new(tls), state, conn, watcher, None),
+                Err(e) => tracing::debug!(peer = %conn.peer, error = %e, "TLS connection dropped"),
+            }
+        });
+    })
+    .await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    mut each: impl FnMut(tokio::net::TcpStream, Conn, &GracefulShutdown),
+) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -92,14 +134,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
-        let svc = service(state.clone(), Conn { peer, local });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        each(stream, Conn { peer, local }, &graceful);
     }
     drop(listener);
     tokio::select! {
@@ -109,9 +144,35 @@ pub async fn serve(
     Ok(())
 }
 
+/// The one tunnel a connection's `CONNECT` may start, and the watcher that keeps graceful
+/// shutdown waiting for it. `None` inside a tunnel: no proxying through the proxy.
+type TunnelSlot = Arc<Mutex<Option<Watcher>>>;
+
+/// Serves one connection, HTTP/1.1 or HTTP/2 (by preface), on its own task.
+fn serve_io<I>(
+    io: TokioIo<I>,
+    state: Arc<State>,
+    conn: Conn,
+    watcher: Watcher,
+    tunnel: Option<Watcher>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new());
+    let svc = service(state, conn, Arc::new(Mutex::new(tunnel)));
+    tokio::spawn(async move {
+        let conn_fut = builder.serve_connection_with_upgrades(io, svc);
+        if let Err(e) = watcher.watch(conn_fut.into_owned()).await {
+            tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+        }
+    });
+}
+
 fn service(
     state: Arc<State>,
     conn: Conn,
+    tunnel: TunnelSlot,
 ) -> hyper_util::service::TowerToHyperService<
     impl tower::Service<
             Request<Incoming>,
@@ -137,13 +198,30 @@ fn service(
                 .on_failure(()),
         )
         .service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(state, req, conn).await) }
+            let (state, tunnel) = (state.clone(), tunnel.clone());
+            async move { Ok::<_, Infallible>(handle(state, req, conn, tunnel).await) }
         });
     hyper_util::service::TowerToHyperService::new(svc)
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+    conn: Conn,
+    tunnel: TunnelSlot,
+) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        let taken = tunnel.lock().ok().and_then(|mut t| t.take());
+        return proxy::connect(state, req, conn, taken)
+            .await
+            .unwrap_or_else(|e| {
+                e.into_response(RequestShape {
+                    ranged: false,
+                    head: false,
+                    subject: Subject::Other,
+                })
+            });
+    }
     let route = parse_route(req.uri().path());
     let shape = RequestShape {
         ranged: req.headers().contains_key(http::header::RANGE),
@@ -184,5 +262,6 @@ async fn dispatch(
         Route::Catalog => p2p::catalog(state, &req, conn).await,
         Route::Peers => p2p::peers(state).await,
         Route::Torrents => Ok(p2p::torrents(state)),
+        Route::CaPem => Ok(admin::ca_pem(state)),
     }
 }

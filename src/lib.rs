@@ -9,6 +9,7 @@
 //! - `store`: blob files + SQLite index (`migrations/`).
 //! - `cache`: moka caches of hot metadata.
 //! - `oci`: pure types (digests, names, ranges, routes, error codes).
+//! - `tls`: shoal's CA, minted leaf certificates, the intercept/allow policy.
 //! - `config`, `stats`, `telemetry`: leaves.
 
 pub mod app;
@@ -22,4 +23,5 @@ pub mod p2p;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -26,6 +26,9 @@ enum Command {
     /// blobs are verified and hard-linked (not copied), manifests filed, all seeded.
     /// Run it while `shoal serve` is stopped.
     Import(ImportArgs),
+    /// Print shoal's CA certificate (PEM), creating the CA if this data dir has none yet.
+    /// Clients trust it to let shoal intercept registry TLS (HTTPS_PROXY or DNS mode).
+    Ca(ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
+        Command::Ca(args) => ca(args),
     }
 }
 
@@ -113,6 +117,23 @@ fn import(args: ImportArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("shoal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ca(args: ServeArgs) -> ExitCode {
+    let cfg = match load(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match shoal::tls::Ca::load_or_create(&cfg.data_dir) {
+        Ok(ca) => {
+            print!("{}", ca.pem());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal: {}", shoal::telemetry::chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -8,6 +8,7 @@
 //! Must not: cache anything but tokens, or know about the store or clients' connections.
 
 mod auth;
+mod resolve;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +31,7 @@ use url::Url;
 
 use crate::config::FetchConfig;
 use crate::oci::{Digest, Reference, RepoName};
+use resolve::PinnedResolver;
 
 const MAX_REDIRECTS: usize = 10;
 /// distribution refuses manifests over 4 MiB; so does shoal, to bound memory.
@@ -196,19 +198,24 @@ struct Token {
 pub struct Upstream {
     base: Url,
     registry: String,
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector<PinnedResolver>>, Empty<Bytes>>,
     tokens: Mutex<HashMap<String, Token>>,
     cfg: FetchConfig,
 }
 
 impl Upstream {
-    pub fn new(base: &str, cfg: &FetchConfig) -> Result<Arc<Upstream>> {
+    /// `pins` are `host=ip[:port]` entries, already validated by the configuration.
+    pub fn new(base: &str, cfg: &FetchConfig, pins: &[String]) -> Result<Arc<Upstream>> {
         let base = parse_base_url(base)?;
+        let pins = pins
+            .iter()
+            .filter_map(|p| crate::config::parse_pin(p).ok())
+            .collect();
         let registry = match base.port() {
             Some(p) => format!("{}:{p}", base.host_str().unwrap_or_default()),
             None => base.host_str().unwrap_or_default().to_owned(),
         };
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(PinnedResolver::new(pins));
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(cfg.connect_timeout));
@@ -234,6 +241,11 @@ impl Upstream {
             tokens: Mutex::new(HashMap::new()),
             cfg: cfg.clone(),
         }))
+    }
+
+    /// The upstream's base URL, as configured.
+    pub fn base_url(&self) -> &Url {
+        &self.base
     }
 
     /// `host[:port]` of the upstream, the namespace for cached tags.

@@ -33,6 +33,18 @@ pub fn stats(state: &State) -> Response<Body> {
     json(&v)
 }
 
+/// shoal's CA certificate, for clients to trust (HTTPS-proxy and DNS modes).
+pub fn ca_pem(state: &State) -> Response<Body> {
+    Response::builder()
+        .header(CONTENT_TYPE, "application/x-pem-file")
+        .header(
+            http::header::CONTENT_DISPOSITION,
+            "attachment; filename=\"shoal-ca.pem\"",
+        )
+        .body(full(state.tls.ca_pem().to_owned()))
+        .unwrap_or_else(|_| Response::new(empty()))
+}
+
 fn json(v: &serde_json::Value) -> Response<Body> {
     Response::builder()
         .header(CONTENT_TYPE, "application/json")

@@ -32,6 +32,22 @@ pub enum HttpError {
     Peers(#[from] crate::p2p::PeersError),
     #[error("this needs the swarm key (X-Shoal-Swarm-Key)")]
     SwarmKey,
+    #[error("CONNECT needs host:port, not {0:?}")]
+    ConnectTarget(String),
+    #[error(
+        "CONNECT to {host}:{port} refused: shoal intercepts only the registry hosts it caches \
+         (proxy.intercept) and tunnels only proxy.allow"
+    )]
+    ProxyRefused { host: String, port: u16 },
+    #[error("cannot reach {host}:{port} for a tunnel")]
+    Tunnel {
+        host: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
 }
 
 /// What the failing request was about, to pick BLOB_UNKNOWN vs MANIFEST_UNKNOWN.
@@ -82,7 +98,12 @@ impl HttpError {
             HttpError::Swarm(_) | HttpError::Peers(_) => {
                 (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable)
             }
-            HttpError::SwarmKey => (S::FORBIDDEN, ErrorCode::Denied),
+            HttpError::SwarmKey | HttpError::ProxyRefused { .. } => {
+                (S::FORBIDDEN, ErrorCode::Denied)
+            }
+            HttpError::ConnectTarget(_) => (S::BAD_REQUEST, ErrorCode::Unsupported),
+            HttpError::Tunnel { .. } => (S::BAD_GATEWAY, ErrorCode::Unavailable),
+            HttpError::Tls(_) => (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable),
             HttpError::Mirror(e) => match e.kind() {
                 ErrorKind::NotFound => (
                     S::NOT_FOUND,

@@ -33,6 +33,8 @@ pub enum Route {
     Peers,
     /// `GET /_shoal/v1/torrents`: torrents in the BitTorrent session.
     Torrents,
+    /// `GET /_shoal/v1/ca.pem`: the CA certificate clients trust for interception.
+    CaPem,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -62,6 +64,7 @@ pub fn parse_route(path: &str) -> Result<Route, RouteError> {
         "/_shoal/v1/catalog" => return Ok(Route::Catalog),
         "/_shoal/v1/peers" => return Ok(Route::Peers),
         "/_shoal/v1/torrents" => return Ok(Route::Torrents),
+        "/_shoal/v1/ca.pem" => return Ok(Route::CaPem),
         _ => {}
     }
     if let Some(key) = path.strip_prefix("/announce/") {

@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod client;
+pub mod gopull;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use shoal::config::Config;
 
 pub use binary::*;
 pub use client::*;
+pub use gopull::*;
 pub use upstream::*;
 
 /// Every test runs under this bound, so a hang fails instead of blocking CI.
