@@ -39,6 +39,7 @@ type options struct {
 	warmSize, minServed   int64
 	coldReps, ttfbReps    int
 	warmReps, parallel    int
+	tlsReps               int
 	shoalLog              string
 	keep                  bool
 	phases                string
@@ -78,10 +79,11 @@ func main() {
 	flag.IntVar(&o.coldReps, "cold-reps", 5, "cold pulls each way")
 	flag.IntVar(&o.ttfbReps, "ttfb-reps", 3, "TTFB samples per offset")
 	flag.IntVar(&o.warmReps, "warm-reps", 5, "timed warm reads each way")
+	flag.IntVar(&o.tlsReps, "tls-reps", 3, "cold+warm pulls each way in the TLS-cost phase")
 	flag.IntVar(&o.parallel, "parallel", 16, "parallel ranged GETs in the warm test")
 	flag.StringVar(&o.shoalLog, "shoal-log", "warn", "RUST_LOG for shoal")
 	flag.BoolVar(&o.keep, "keep", false, "keep shoal data dirs")
-	flag.StringVar(&o.phases, "phases", "cold,ttfb,warm", "which measurements to run (warm includes peak RSS)")
+	flag.StringVar(&o.phases, "phases", "cold,ttfb,warm,tls", "which measurements to run (warm includes peak RSS; tls: HTTPS-proxy mode vs mirror name)")
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "give up after this long")
 	flag.DurationVar(&o.pullTimeout, "pull-timeout", 3*time.Minute, "give up on one pull after this long")
 	flag.Parse()
@@ -303,6 +305,7 @@ type pullOut struct {
 	Statuses       map[string]int `json:"statuses"`
 	Retries        int            `json:"retries"`
 	Stalls         int            `json:"stalls"`
+	Protos         map[string]int `json:"protos"`
 	cpu            float64
 	Blobs          []struct {
 		Digest string  `json:"digest"`
@@ -314,14 +317,25 @@ type pullOut struct {
 }
 
 func runPull(ctx context.Context, o *options, d *dataSet, name, tag string) (*pullOut, error) {
+	return runPullVia(ctx, o, d, name, tag, nil)
+}
+
+// runPullVia runs gopull with `proxyEnv` added (HTTPS_PROXY, SSL_CERT_FILE); a nil one is
+// a mirror-name pull over plain HTTP (-insecure).
+func runPullVia(ctx context.Context, o *options, d *dataSet, name, tag string, proxyEnv []string) (*pullOut, error) {
 	models := filepath.Join(o.work, "models-"+tag)
 	os.RemoveAll(models)
 	defer os.RemoveAll(models)
 	logPath := filepath.Join(o.work, "logs", "gopull-"+tag+".log")
 	outPath := filepath.Join(o.work, "logs", "gopull-"+tag+".json")
 	// stdout to a file of its own: the last line is the JSON result.
-	p, err := start("gopull-"+tag, outPath, nil, "/bin/sh", "-c",
-		`exec "$0" -insecure -models "$1" "$2" 2>>"$3"`, o.gopull, models, name, logPath)
+	flags := []string{"-insecure"}
+	if proxyEnv != nil {
+		flags = nil
+	}
+	args := append([]string{"-c", `bin=$0 models=$1 name=$2 log=$3; shift 3; exec "$bin" "$@" -models "$models" "$name" 2>>"$log"`,
+		o.gopull, models, name, logPath}, flags...)
+	p, err := start("gopull-"+tag, outPath, proxyEnv, "/bin/sh", args...)
 	if err != nil {
 		return nil, err
 	}
@@ -439,7 +453,7 @@ func run(ctx context.Context, o *options) (int, error) {
 		case "cold", "ttfb", "warm":
 			phases[p] = true
 		default:
-			return 0, fmt.Errorf("-phases: unknown phase %q (cold, ttfb, warm)", p)
+			return 0, fmt.Errorf("-phases: unknown phase %q (cold, ttfb, warm, tls)", p)
 		}
 	}
 	// nginx workers drop to an unprivileged user when started as root: let it in.
@@ -479,6 +493,11 @@ func run(ctx context.Context, o *options) (int, error) {
 	}
 	if phases["warm"] {
 		if err := b.warm(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if phases["tls"] {
+		if err := b.tlsCost(ctx); err != nil {
 			return 0, err
 		}
 	}

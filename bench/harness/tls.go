@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// tlsCost: what HTTPS-proxy mode costs against the mirror name. gopull pulls the same model
+// through a fresh shoal by its mirror name (plain HTTP/1.1, -insecure) and through another
+// fresh shoal as HTTPS_PROXY with its CA trusted (CONNECT, TLS, HTTP/2, the plain name
+// `bench:1`), cold then warm, the two modes interleaved.
+func (b *bench) tlsCost(ctx context.Context) error {
+	o, d, rep := b.o, b.d, b.rep
+	times := map[string][]float64{}
+	for i := 0; i < o.tlsReps; i++ {
+		order := []string{"mirror", "proxy"}
+		if i%2 == 1 {
+			order = []string{"proxy", "mirror"}
+		}
+		for _, mode := range order {
+			tag := fmt.Sprintf("tls%d-%s", i, mode)
+			syscall.Sync()
+			sh, err := startShoal(o, b.up, tag)
+			if err != nil {
+				return err
+			}
+			name := fmt.Sprintf("127.0.0.1:%d/library/bench:1", sh.port)
+			var env []string
+			if mode == "proxy" {
+				pem, code, err := getBody(sh.url() + "/_shoal/v1/ca.pem")
+				if err != nil || code != 200 {
+					sh.stop(o)
+					return fmt.Errorf("shoal's CA: HTTP %d %v", code, err)
+				}
+				ca := filepath.Join(o.work, tag+"-ca.pem")
+				if err := os.WriteFile(ca, pem, 0o644); err != nil {
+					sh.stop(o)
+					return err
+				}
+				name = "bench:1"
+				env = []string{"HTTPS_PROXY=" + sh.url(), "SSL_CERT_FILE=" + ca, "NO_PROXY=", "no_proxy="}
+			}
+			for _, phase := range []string{"cold", "warm"} {
+				r, err := runPullVia(ctx, o, d, name, tag+"-"+phase, env)
+				if err != nil {
+					sh.stop(o)
+					return fmt.Errorf("%v\nshoal log:\n%s", err, logTail(sh.p.log, 20))
+				}
+				if mode == "proxy" && r.Protos["HTTP/2.0"] == 0 {
+					sh.stop(o)
+					return fmt.Errorf("%s: ranged parts were not HTTP/2: %v", tag, r.Protos)
+				}
+				times[mode+"-"+phase] = append(times[mode+"-"+phase], r.Secs)
+				logf("tls %d %-6s %s pull %.2f s (layer %.2f s) protos %v", i+1, mode, phase, r.Secs, r.layerSecs(d), r.Protos)
+				if phase == "cold" {
+					if _, err := sh.waitIdle(2, 60*time.Second); err != nil {
+						sh.stop(o)
+						return err
+					}
+					syscall.Sync()
+				}
+			}
+			sh.stop(o)
+		}
+	}
+	for _, phase := range []string{"cold", "warm"} {
+		proxy, mirror := times["proxy-"+phase], times["mirror-"+phase]
+		ratio := median(proxy) / median(mirror)
+		// No limit was set for this figure; 1.15 flags a TLS cost worth looking at.
+		rep.Figures = append(rep.Figures, mkFigure(fmt.Sprintf("%s pull, HTTPS-proxy / mirror name", phase), ratio, "×", 1.05, 1.15,
+			fmt.Sprintf("gopull of a %s layer + config, median of %d: proxy (TLS, HTTP/2) %.2f s [%s] vs mirror name (HTTP/1.1) %.2f s [%s]",
+				sizeStr(d.Layer.Size), len(proxy), median(proxy), fmtList(proxy, 2), median(mirror), fmtList(mirror, 2))))
+	}
+	return nil
+}
