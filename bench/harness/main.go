@@ -450,7 +450,7 @@ func run(ctx context.Context, o *options) (int, error) {
 	phases := map[string]bool{}
 	for _, p := range strings.Split(o.phases, ",") {
 		switch p = strings.TrimSpace(p); p {
-		case "cold", "ttfb", "warm":
+		case "cold", "ttfb", "warm", "tls":
 			phases[p] = true
 		default:
 			return 0, fmt.Errorf("-phases: unknown phase %q (cold, ttfb, warm, tls)", p)
