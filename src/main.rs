@@ -29,6 +29,16 @@ enum Command {
     /// Print shoal's CA certificate (PEM), creating the CA if this data dir has none yet.
     /// Clients trust it to let shoal intercept registry TLS (HTTPS_PROXY or DNS mode).
     Ca(ServeArgs),
+    /// Check that a running shoal answers (exit 0) or not (exit 1, with a one-line reason).
+    /// Made for container health checks: it gives up after 3 seconds.
+    Health(HealthArgs),
+}
+
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// The shoal to check [default: http://127.0.0.1:9200]
+    #[arg(long, env = "SHOAL_SERVER")]
+    url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -54,6 +64,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
         Command::Ca(args) => ca(args),
+        Command::Health(args) => health(args),
     }
 }
 
@@ -134,6 +145,29 @@ fn ca(args: ServeArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("shoal: {}", shoal::telemetry::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit 1, never 2, on failure: Docker reserves 2 in health checks.
+fn health(args: HealthArgs) -> ExitCode {
+    let url = args.url.as_deref().unwrap_or(shoal::client::DEFAULT_SERVER);
+    let result = shoal::client::server_base(url).and_then(|base| {
+        // One thread is plenty and starts fastest; this runs every few seconds.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(shoal::client::Error::Runtime)?;
+        rt.block_on(shoal::client::health(&base)).map(|()| base)
+    });
+    match result {
+        Ok(base) => {
+            println!("shoal at {base} is healthy");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal: unhealthy: {}", shoal::telemetry::chain(&e));
             ExitCode::FAILURE
         }
     }
