@@ -246,6 +246,13 @@ impl Mirror {
         &self.inner.store
     }
 
+    /// The one registry this mirror caches, as `scheme://host[:port]` (safe to show: the
+    /// base URL carries no credentials, `upstream::parse_base_url` refuses them).
+    pub fn upstream_url(&self) -> String {
+        let up = &self.inner.upstream;
+        format!("{}://{}", up.base_url().scheme(), up.registry())
+    }
+
     /// Digests being filled now.
     pub fn filling(&self) -> usize {
         self.fills().len()

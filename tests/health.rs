@@ -25,7 +25,14 @@ fn stderr(o: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_server_exits_zero() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let shoal = Shoal::start(&dead_url()).await;
+        let upstream = dead_url();
+        let shoal = Shoal::start(&upstream).await;
+        // The endpoint names the registry it mirrors (`shoal prefetch` checks it).
+        let r = get(&format!("{}/_shoal/v1/health", shoal.url()), &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["status"], "ok");
+        assert_eq!(r.json()["upstream"], upstream.as_str());
+
         let (out, _) = health(&shoal.url()).await;
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         // SHOAL_SERVER stands in for --url.
