@@ -33,7 +33,7 @@ use crate::store::{self, Store};
 use crate::upstream::{self, BlobProbe, ClientMeta, Upstream};
 
 pub use manifests::{ManifestOutcome, ManifestReply};
-pub use read::{BlobRead, BlobStream};
+pub use read::{BlobRead, BlobSource, BlobStream};
 
 use fill::{Fill, Origin};
 
