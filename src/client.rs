@@ -2,6 +2,7 @@
 //! `shoal health` (the container's health check) and `shoal prefetch`.
 //!
 //! Plain HTTP to the listen address, as any other client of the cache would use it.
+//! `prefetch` warms the cache by pulling a model through the server's own fill engine.
 //! Must not: reach into the store, the mirror or upstream directly; everything it knows
 //! comes from the server's answers.
 
@@ -13,6 +14,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+
+mod prefetch;
+
+pub use prefetch::{prefetch, BlobReport, Platforms, PrefetchError, Report, Source};
 
 /// Where `shoal serve` listens by default, as seen from the same box.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9200";
@@ -146,11 +151,22 @@ impl ServerClient {
         headers: &[(http::HeaderName, &str)],
         timeout: Duration,
     ) -> Result<(http::response::Parts, Bytes)> {
+        self.get_bytes(path, headers, timeout, MAX_SMALL_BODY).await
+    }
+
+    /// A GET whose whole body, at most `limit` bytes, is read within `timeout`.
+    pub async fn get_bytes(
+        &self,
+        path: &str,
+        headers: &[(http::HeaderName, &str)],
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<(http::response::Parts, Bytes)> {
         let url = self.url(path);
         let work = async {
             let resp = self.get(path, headers).await?;
             let (parts, body) = resp.into_parts();
-            let body = http_body_util::Limited::new(body, MAX_SMALL_BODY)
+            let body = http_body_util::Limited::new(body, limit)
                 .collect()
                 .await
                 .map_err(|e| match e.downcast::<hyper::Error>() {
@@ -160,7 +176,7 @@ impl ServerClient {
                     },
                     Err(_) => Error::TooLarge {
                         url: url.clone(),
-                        limit: MAX_SMALL_BODY,
+                        limit,
                     },
                 })?
                 .to_bytes();
@@ -196,19 +212,36 @@ pub fn error_detail(body: &[u8]) -> Option<String> {
     (!line.is_empty()).then(|| line.chars().take(200).collect())
 }
 
-/// `GET /_shoal/v1/health` within `HEALTH_TIMEOUT`: Ok when it answers 200.
-pub async fn health(base: &str) -> Result<()> {
-    let client = ServerClient::new(base.to_owned(), HEALTH_TIMEOUT);
-    let path = "/_shoal/v1/health";
-    let (parts, body) = client.get_small(path, &[], HEALTH_TIMEOUT).await?;
-    if parts.status != StatusCode::OK {
-        return Err(Error::Status {
-            url: client.url(path),
-            status: parts.status,
-            detail: error_detail(&body),
-        });
+/// What a healthy server says about itself.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Health {
+    /// The registry it mirrors (`scheme://host[:port]`); older servers do not say.
+    #[serde(default)]
+    pub upstream: Option<String>,
+}
+
+impl ServerClient {
+    /// `GET /_shoal/v1/health` within `timeout`: Ok when it answers 200.
+    pub async fn health(&self, timeout: Duration) -> Result<Health> {
+        let path = "/_shoal/v1/health";
+        let (parts, body) = self.get_small(path, &[], timeout).await?;
+        if parts.status != StatusCode::OK {
+            return Err(Error::Status {
+                url: self.url(path),
+                status: parts.status,
+                detail: error_detail(&body),
+            });
+        }
+        // 200 is the answer that counts; the body only adds detail.
+        Ok(serde_json::from_slice(&body).unwrap_or_default())
     }
-    Ok(())
+}
+
+/// The health check of `shoal health`: connect and answer within `HEALTH_TIMEOUT`.
+pub async fn health(base: &str) -> Result<Health> {
+    ServerClient::new(base.to_owned(), HEALTH_TIMEOUT)
+        .health(HEALTH_TIMEOUT)
+        .await
 }
 
 #[cfg(test)]
