@@ -255,7 +255,7 @@ async fn dispatch(
             registry::manifest(state, &req, &name, &reference).await
         }
         Route::Blob { name, digest } => registry::blob(state, &req, &name, &digest).await,
-        Route::Health => Ok(admin::health()),
+        Route::Health => Ok(admin::health(state)),
         Route::Stats => Ok(admin::stats(state)),
         Route::Torrent { digest } => p2p::torrent(state, &req, &digest, conn).await,
         Route::Announce { key } => Ok(p2p::announce(state, &req, key.as_deref(), conn).await),

@@ -10,10 +10,12 @@
 //! - `cache`: moka caches of hot metadata.
 //! - `oci`: pure types (digests, names, ranges, routes, error codes).
 //! - `tls`: shoal's CA, minted leaf certificates, the intercept/allow policy.
+//! - `client`: a client of a running shoal's HTTP API (`shoal health`, `shoal prefetch`).
 //! - `config`, `stats`, `telemetry`: leaves.
 
 pub mod app;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod import;

@@ -29,6 +29,34 @@ enum Command {
     /// Print shoal's CA certificate (PEM), creating the CA if this data dir has none yet.
     /// Clients trust it to let shoal intercept registry TLS (HTTPS_PROXY or DNS mode).
     Ca(ServeArgs),
+    /// Check that a running shoal answers (exit 0) or not (exit 1, with a one-line reason).
+    /// Made for container health checks: it gives up after 3 seconds.
+    Health(HealthArgs),
+    /// Warm a running shoal's cache with a model or image: its manifest and every blob are
+    /// pulled through the server, which fetches and verifies what it lacks.
+    Prefetch(PrefetchArgs),
+}
+
+#[derive(clap::Args)]
+struct PrefetchArgs {
+    /// The model or image, as ollama or docker take it: `granite-code:8b`,
+    /// `library/granite-code:8b`, `registry.ollama.ai/library/granite-code:8b`. Without a
+    /// host it means the registry the server mirrors; the tag defaults to `latest`.
+    name: String,
+    /// The shoal to warm [default: http://127.0.0.1:9200]
+    #[arg(long, env = "SHOAL_SERVER")]
+    server: Option<String>,
+    /// For multi-platform images: `os/arch[/variant]` or `all` [default: linux and this
+    /// machine's architecture]
+    #[arg(long)]
+    platform: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// The shoal to check [default: http://127.0.0.1:9200]
+    #[arg(long, env = "SHOAL_SERVER")]
+    url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -54,6 +82,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Import(args) => import(args),
         Command::Ca(args) => ca(args),
+        Command::Health(args) => health(args),
+        Command::Prefetch(args) => prefetch(args),
     }
 }
 
@@ -134,6 +164,72 @@ fn ca(args: ServeArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("shoal: {}", shoal::telemetry::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit 1, never 2, on failure: Docker reserves 2 in health checks.
+fn health(args: HealthArgs) -> ExitCode {
+    let url = args.url.as_deref().unwrap_or(shoal::client::DEFAULT_SERVER);
+    let result = shoal::client::server_base(url).and_then(|base| {
+        // One thread is plenty and starts fastest; this runs every few seconds.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(shoal::client::Error::Runtime)?;
+        rt.block_on(shoal::client::health(&base)).map(|h| (base, h))
+    });
+    match result {
+        Ok((base, h)) => {
+            match h.upstream {
+                Some(up) => println!("shoal at {base} is healthy, mirroring {up}"),
+                None => println!("shoal at {base} is healthy"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal: unhealthy: {}", shoal::telemetry::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit 64 on a bad name or option, 1 when the prefetch fails.
+fn prefetch(args: PrefetchArgs) -> ExitCode {
+    let usage = |msg: String| {
+        eprintln!("shoal: {msg}");
+        ExitCode::from(64)
+    };
+    let server = args
+        .server
+        .as_deref()
+        .unwrap_or(shoal::client::DEFAULT_SERVER);
+    let base = match shoal::client::server_base(server) {
+        Ok(b) => b,
+        Err(e) => return usage(e.to_string()),
+    };
+    let name = match shoal::oci::ModelRef::parse(&args.name) {
+        Ok(n) => n,
+        Err(e) => return usage(shoal::telemetry::chain(&e)),
+    };
+    let platforms = match args.platform.as_deref().map(str::parse) {
+        None => shoal::client::Platforms::Host,
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return usage(e),
+    };
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let result = runtime().and_then(|rt| {
+        rt.block_on(shoal::client::prefetch(&base, &name, &platforms, progress))
+            .map_err(anyhow::Error::from)
+    });
+    match result {
+        Ok(report) => {
+            println!("{}", report.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal: prefetch failed: {e:#}");
             ExitCode::FAILURE
         }
     }

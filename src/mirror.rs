@@ -33,7 +33,7 @@ use crate::store::{self, Store};
 use crate::upstream::{self, BlobProbe, ClientMeta, Upstream};
 
 pub use manifests::{ManifestOutcome, ManifestReply};
-pub use read::{BlobRead, BlobStream};
+pub use read::{BlobRead, BlobSource, BlobStream};
 
 use fill::{Fill, Origin};
 
@@ -244,6 +244,13 @@ impl Mirror {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The one registry this mirror caches, as `scheme://host[:port]` (safe to show: the
+    /// base URL carries no credentials, `upstream::parse_base_url` refuses them).
+    pub fn upstream_url(&self) -> String {
+        let up = &self.inner.upstream;
+        format!("{}://{}", up.base_url().scheme(), up.registry())
     }
 
     /// Digests being filled now.

@@ -8,13 +8,18 @@
 mod digest;
 mod error;
 mod manifest;
+mod model;
 mod name;
 mod range;
 mod route;
 
 pub use digest::{Digest, DigestError};
 pub use error::ErrorCode;
-pub use manifest::{manifest_media_type, OLLAMA_MANIFEST_ACCEPT};
+pub use manifest::{
+    manifest_media_type, Descriptor, ManifestContent, ManifestError, Platform, ANY_MANIFEST_ACCEPT,
+    OLLAMA_MANIFEST_ACCEPT,
+};
+pub use model::{ModelRef, ModelRefError, DEFAULT_NAMESPACE, DEFAULT_TAG};
 pub use name::{NameError, Reference, RepoName};
 pub use range::{ByteRange, RangeError, RangeSpec};
 pub use route::{parse_route, Route, RouteError};

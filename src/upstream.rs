@@ -41,10 +41,7 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 const QUICK_TIMEOUT: Duration = Duration::from_secs(5);
 const SHOAL_UA: &str = concat!("shoal/", env!("CARGO_PKG_VERSION"));
 /// What to accept when a client sent no Accept header: every manifest kind.
-const DEFAULT_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-    application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.docker.distribution.manifest.v2+json";
+const DEFAULT_ACCEPT: &str = crate::oci::ANY_MANIFEST_ACCEPT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

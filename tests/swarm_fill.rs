@@ -160,12 +160,9 @@ async fn holder_dies_mid_transfer_and_upstream_finishes() {
             c.p2p.upload_limit = Some(bytesize::ByteSize::mib(4));
         })
         .await;
-        assert_eq!(
-            get(&format!("{}/v2/x/blobs/{digest}", a.url()), &[])
-                .await
-                .body,
-            data
-        );
+        let cold = get(&format!("{}/v2/x/blobs/{digest}", a.url()), &[]).await;
+        assert_eq!(cold.body, data);
+        assert_eq!(cold.header("x-shoal-source"), Some("upstream"));
         committed(&a, 1).await;
         let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
         knows(&b, 1).await;
@@ -181,7 +178,11 @@ async fn holder_dies_mid_transfer_and_upstream_finishes() {
         let r = pull.await.unwrap().expect("B's client gets the whole blob");
         assert_eq!(r.status, 200);
         assert!(r.body == data, "wrong bytes");
+        // Said as the answer started, when the bytes were coming from A.
+        assert_eq!(r.header("x-shoal-source"), Some("peers"));
         committed(&b, 1).await;
+        let warm = get(&format!("{}/v2/x/blobs/{digest}", b.url()), &[]).await;
+        assert_eq!(warm.header("x-shoal-source"), Some("cache"));
         let s = b.stats().await;
         let (peer, upstream) = (
             s["peer_bytes"].as_u64().unwrap(),

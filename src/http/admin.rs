@@ -5,8 +5,9 @@ use http::Response;
 
 use super::{empty, full, Body, State};
 
-pub fn health() -> Response<Body> {
-    json(&serde_json::json!({ "status": "ok" }))
+/// Also says which registry is mirrored: `shoal prefetch` checks a model's host against it.
+pub fn health(state: &State) -> Response<Body> {
+    json(&serde_json::json!({ "status": "ok", "upstream": state.mirror.upstream_url() }))
 }
 
 pub fn stats(state: &State) -> Response<Body> {

@@ -17,11 +17,22 @@ use hyper::body::{Frame, Incoming};
 
 use super::error::HttpError;
 use super::{empty, full, Body, BodyError, State};
-use crate::mirror::ManifestOutcome;
+use crate::mirror::{BlobSource, ManifestOutcome};
 use crate::oci::{Digest, RangeError, RangeSpec, Reference, RepoName};
 use crate::upstream::ClientMeta;
 
 const DIGEST_HEADER: &str = "docker-content-digest";
+/// Where a blob GET's bytes come from as the answer starts: `cache`, `upstream` or `peers`
+/// (shown by `shoal prefetch`).
+const SOURCE_HEADER: &str = "x-shoal-source";
+
+fn source_name(s: BlobSource) -> &'static str {
+    match s {
+        BlobSource::Cache => "cache",
+        BlobSource::Upstream => "upstream",
+        BlobSource::Peers => "peers",
+    }
+}
 
 fn client_meta(req: &Request<Incoming>) -> ClientMeta {
     ClientMeta {
@@ -134,7 +145,8 @@ pub async fn blob(
     let mut builder = Response::builder()
         .header(DIGEST_HEADER, hv(&read.digest.to_string()))
         .header(ACCEPT_RANGES, "bytes")
-        .header(CONTENT_TYPE, "application/octet-stream");
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .header(SOURCE_HEADER, source_name(read.source));
     builder = match read.range {
         Some(r) => builder
             .status(StatusCode::PARTIAL_CONTENT)

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use url::Url;
 
 use super::sched::{Job, Sched};
-use super::{ErrorKind, Mirror};
+use super::{BlobSource, ErrorKind, Mirror};
 use crate::oci::{Digest, RepoName};
 use crate::p2p::torrent::PieceHasher;
 use crate::stats::Stats;
@@ -108,6 +108,8 @@ struct State {
     reserved: u64,
     /// Peers whose bytes went into this fill.
     peers_used: Vec<String>,
+    /// Where the bytes come from now: peers first, upstream once it takes over.
+    source: BlobSource,
 }
 
 /// Where a fill's bytes come from first.
@@ -205,6 +207,10 @@ impl Location {
 
 impl Fill {
     pub fn new(digest: Digest, repo: RepoName, meta: ClientMeta, origin: Origin) -> Arc<Fill> {
+        let source = match &origin {
+            Origin::Upstream(_) => BlobSource::Upstream,
+            Origin::Peers { .. } => BlobSource::Peers,
+        };
         Arc::new(Fill {
             digest,
             repo,
@@ -218,6 +224,7 @@ impl Fill {
                 last_progress: Instant::now(),
                 reserved: 0,
                 peers_used: Vec::new(),
+                source,
             }),
             landed_tx: watch::Sender::new(0),
             sched_tx: watch::Sender::new(0),
@@ -227,6 +234,11 @@ impl Fill {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where this fill's bytes come from at the moment.
+    pub fn source(&self) -> BlobSource {
+        self.lock().source
     }
 
     fn bump_landed(&self) {
@@ -408,7 +420,9 @@ impl Fill {
                 if self.from_peers(m, holders, &file, &stop).await? {
                     None
                 } else {
-                    Some(self.upstream_after_peers(m, size).await?)
+                    let probe = self.upstream_after_peers(m, size).await?;
+                    self.lock().source = BlobSource::Upstream;
+                    Some(probe)
                 }
             }
         };

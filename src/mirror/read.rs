@@ -25,12 +25,24 @@ const CHUNK: u64 = 512 * 1024;
 
 pub type BlobStream = BoxStream<'static, Result<Bytes>>;
 
+/// Where a read's bytes come from, as it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobSource {
+    /// A complete, verified blob in the store.
+    Cache,
+    /// A fill fetching from upstream.
+    Upstream,
+    /// A fill fetching from other nodes over BitTorrent.
+    Peers,
+}
+
 /// An opened blob: what the response headers need, and the body.
 pub struct BlobRead {
     pub digest: Digest,
     pub size: u64,
     /// `Some` for a satisfiable `Range` request (answered 206), `None` for the whole blob.
     pub range: Option<ByteRange>,
+    pub source: BlobSource,
     pub body: BlobStream,
 }
 
@@ -160,6 +172,10 @@ pub(super) async fn from_fill(
 
 fn make(reader: Reader, range: Option<ByteRange>) -> BlobRead {
     let (digest, size) = (reader.digest, reader.size);
+    let source = match &reader.source {
+        Source::Store(_) => BlobSource::Cache,
+        Source::Fill(fill) => fill.source(),
+    };
     let body = stream::unfold(reader, |mut r| async move {
         let item = r.next().await?;
         Some((item, r))
@@ -169,6 +185,7 @@ fn make(reader: Reader, range: Option<ByteRange>) -> BlobRead {
         digest,
         size,
         range,
+        source,
         body,
     }
 }
