@@ -9,7 +9,7 @@
 //!
 //! Must not: talk to clients, or mark anything complete before the digest matched.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
@@ -33,8 +33,6 @@ use crate::upstream::{self, BlobProbe, ClientMeta};
 
 /// Bytes a worker gathers before one write; also how soon readers see them.
 pub(crate) const FLUSH: usize = 1 << 20;
-/// A client waiting this long for bytes from peers gets librqbit steered to it.
-const STARVING: Duration = Duration::from_secs(10);
 /// A demand this close ahead of a worker is left to it rather than given its own.
 const LOOKAHEAD: u64 = 2 << 20;
 const HASH_CHUNK: usize = 4 << 20;
@@ -556,36 +554,30 @@ impl Fill {
         let stall = m.inner.cfg.peer_stall;
         self.lock().last_progress = Instant::now();
         let mut rx = self.landed_tx.subscribe();
-        // librqbit fetches pieces in order. Steer it from a place of this node's own, so
-        // that nodes pulling the same blob at once fetch different pieces and trade them.
-        // Clients' offsets are the same on every node (ollama's parts are deterministic),
-        // so steering to them would put the nodes back in lockstep; only a client that has
-        // waited long (ollama restarts a part after 30 s without bytes) is steered to.
+        // librqbit fetches pieces in order. Steer it: first where clients wait, then from
+        // a place of this node's own, so that nodes pulling together start in different
+        // places and have pieces to trade.
         let own_start = fastrand::u64(0..info.size.max(1)) / info.piece_length * info.piece_length;
-        let mut waiting_since: HashMap<u64, Instant> = HashMap::new();
         let mut steered = Vec::new();
         let complete = loop {
-            let (done, idle, waiting, next_own) = {
+            let (done, idle, mut want) = {
                 let st = self.lock();
                 let sched = st.sched.as_ref();
                 (
                     sched.is_some_and(|s| s.complete()),
                     st.last_progress.elapsed(),
                     sched.map(|s| s.waiting_demands()).unwrap_or_default(),
-                    sched.and_then(|s| s.next_missing(own_start)),
                 )
             };
             if done {
                 break true;
             }
-            waiting_since.retain(|d, _| waiting.contains(d));
-            let now = Instant::now();
-            let mut want: Vec<u64> = waiting
-                .iter()
-                .filter(|d| now.duration_since(*waiting_since.entry(**d).or_insert(now)) > STARVING)
-                .copied()
-                .collect();
-            if let Some(next) = next_own {
+            if let Some(next) = self
+                .lock()
+                .sched
+                .as_ref()
+                .and_then(|s| s.next_missing(own_start))
+            {
                 want.push(next / info.piece_length * info.piece_length);
             }
             if want != steered {
@@ -599,8 +591,7 @@ impl Fill {
             }
             tokio::select! {
                 _ = rx.changed() => {}
-                // Wake at the stall deadline, and often enough to notice starving clients.
-                () = tokio::time::sleep((stall - idle).min(Duration::from_secs(1))) => {}
+                () = tokio::time::sleep(stall - idle) => {}
                 () = stop.cancelled() => break false,
             }
         };
