@@ -19,10 +19,11 @@
 #      bytes (it came from shoal1 over BitTorrent), and the fake upstream served nothing more
 #
 # Prints PASS or FAIL, the image size and the time taken. Bounded (SHOAL_E2E_TIMEOUT,
-# default 2400 s: a cold run makes the base images and compiles shoal, 10-20 minutes on
-# 2 cores). Removes its containers, their volumes and its network on exit; keeps the
-# images (shoal-build-base, shoal-runtime-base, shoal:local) so the next run is quick,
-# and removes the previous shoal:local when a rebuild replaces it.
+# default 2400 s: a cold run makes the base images and compiles shoal, about 20 minutes
+# on 2 cores shared with other builds; a warm one takes 20 s). Removes its containers,
+# their volumes and its network on exit. Keeps the images (shoal-build-base,
+# shoal-runtime-base, shoal:local and the build stage's layers) so that the next run is
+# quick; when a rebuild replaces them, removes the previous shoal:local and build stage.
 #
 # Needs docker and root (docker/prepare runs debootstrap the first time). Without a
 # Docker daemon it prints SKIPPED and exits 0, unless REQUIRE_E2E_TOOLS=1.
