@@ -6,8 +6,8 @@
 //! ALPN settled, exactly as on the plain listener. An allowlisted host gets a blind tunnel;
 //! anything else is refused, so shoal is never an open proxy.
 //!
-//! DNS mode (`accept_tls`) is the same minus the `CONNECT`: the TLS listener learns the
-//! host from SNI.
+//! Both learn the name from the ClientHello's SNI (a tunnel to registry.ollama.ai may carry
+//! SNI for its CDN host); DNS mode (`accept_tls`) is the same minus the `CONNECT`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::error::HttpError;
@@ -74,7 +75,6 @@ pub async fn connect(
             Ok(Response::new(empty()))
         }
         Decision::Intercept => {
-            let config = state.tls.server_config(&host)?;
             tracing::debug!(peer = %conn.peer, %host, port, "CONNECT intercepted");
             tokio::spawn(async move {
                 let upgraded = match hyper::upgrade::on(req).await {
@@ -84,12 +84,12 @@ pub async fn connect(
                         return;
                     }
                 };
-                let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let handshake = acceptor.accept(TokioIo::new(upgraded));
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                    Ok(Ok(tls)) => serve_io(TokioIo::new(tls), state, conn, watcher, None),
-                    Ok(Err(e)) => handshake_failed(conn, &host, &e),
-                    Err(_) => tracing::debug!(peer = %conn.peer, %host, "TLS handshake timed out"),
+                let io = TokioIo::new(upgraded);
+                match handshake(&state, io, conn, Some(&host), &[port]).await {
+                    Ok(tls) => serve_io(TokioIo::new(tls), state, conn, watcher, None),
+                    Err(e) => {
+                        tracing::debug!(peer = %conn.peer, %host, error = %e, "intercepted tunnel dropped")
+                    }
                 }
             });
             Ok(Response::new(empty()))
@@ -109,31 +109,51 @@ fn handshake_failed(conn: Conn, host: &str, e: &std::io::Error) {
 
 pub type TlsError = Box<dyn std::error::Error + Send + Sync>;
 
-/// DNS mode: reads the ClientHello, picks the host from SNI, and completes the handshake
-/// only for an intercepted host.
+/// DNS mode: TLS straight on the listener. The registry is port 443 to clients whatever
+/// port this listener has behind a forward; either counts.
 pub async fn accept_tls(
     state: &State,
     stream: TcpStream,
     conn: Conn,
 ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, TlsError> {
-    let lazy = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let fallback = state.tls.policy().default_host().map(str::to_owned);
+    handshake(
+        state,
+        stream,
+        conn,
+        fallback.as_deref(),
+        &[443, conn.local.port()],
+    )
+    .await
+}
+
+/// Reads the ClientHello and completes the handshake with a leaf for the name it asks for
+/// (SNI; `fallback` when it sends none), only if that name is intercepted on one of
+/// `ports`.
+async fn handshake<IO>(
+    state: &State,
+    io: IO,
+    conn: Conn,
+    fallback: Option<&str>,
+    ports: &[u16],
+) -> Result<tokio_rustls::server::TlsStream<IO>, TlsError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let lazy = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     let start = tokio::time::timeout(HANDSHAKE_TIMEOUT, lazy)
         .await
         .map_err(|_| "TLS handshake timed out")??;
     let policy = state.tls.policy();
-    let host = match start.client_hello().server_name() {
-        Some(name) => name.to_owned(),
-        None => policy
-            .default_host()
-            .ok_or("the client sent no server name")?
-            .to_owned(),
+    let host = match (start.client_hello().server_name(), fallback) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(f)) => f.to_owned(),
+        (None, None) => return Err("the client sent no server name".into()),
     };
-    // The registry is port 443 to clients whatever port this listener has behind a
-    // forward; either counts.
-    let intercepted = [443, conn.local.port()]
-        .into_iter()
-        .any(|port| policy.decide(&host, port) == Decision::Intercept);
-    if !intercepted {
+    if !ports
+        .iter()
+        .any(|port| policy.decide(&host, *port) == Decision::Intercept)
+    {
         return Err(format!("{host} is not an intercepted host").into());
     }
     let config = state.tls.server_config(&host)?;
