@@ -254,3 +254,55 @@ async fn dns_mode_with_the_name_pinned_to_the_tls_listener() {
     .await
     .expect("test timed out");
 }
+
+/// A TLS client trusting only shoal's CA, over a CONNECT tunnel to `target`, asking for
+/// `sni`: whether the handshake (and so the certificate for that name) succeeds.
+async fn handshake_through(shoal: &Shoal, target: &str, sni: &str) -> Result<(), String> {
+    let r = get(&format!("{}/_shoal/v1/ca.pem", shoal.url()), &[]).await;
+    let ca: rustls::pki_types::CertificateDer =
+        rustls::pki_types::pem::PemObject::from_pem_slice(&r.body).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let (status, tunnel) = raw_connect(shoal.addr(), target).await;
+    assert!(status.contains(" 200 "), "{status}");
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tunnel)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leaf_follows_sni_only_for_intercepted_names() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let shoal = Shoal::start(&up.url()).await;
+        handshake_through(&shoal, "registry.ollama.ai:443", "registry.ollama.ai")
+            .await
+            .expect("the registry's own name");
+        // The CDN host (intercepted as *.r2.cloudflarestorage.com) inside a tunnel opened
+        // for the registry: the leaf is minted for the name the client asked for.
+        handshake_through(
+            &shoal,
+            "registry.ollama.ai:443",
+            "abc.r2.cloudflarestorage.com",
+        )
+        .await
+        .expect("an intercepted name by SNI");
+        // Never a certificate for a name shoal does not intercept.
+        let err = handshake_through(&shoal, "registry.ollama.ai:443", "github.com")
+            .await
+            .expect_err("github.com must get no certificate");
+        assert!(!err.is_empty());
+    })
+    .await
+    .expect("test timed out");
+}
