@@ -347,13 +347,12 @@ impl Config {
                     .filter(|p| !p.is_empty())
                     .map(|p| toml::Value::String(p.to_owned()))
                     .collect();
-                let mut next = table.clone();
-                set_value(&mut next, &key, toml::Value::Array(list));
-                check(&next).map_err(|message| ConfigError::Env {
-                    var: var.clone(),
-                    message,
+                set_checked(&mut table, &key, toml::Value::Array(list)).map_err(|message| {
+                    ConfigError::Env {
+                        var: var.clone(),
+                        message,
+                    }
                 })?;
-                table = next;
                 continue;
             }
             let key: Vec<String> = var[ENV_PREFIX.len()..]
@@ -411,24 +410,22 @@ impl Config {
                 .iter()
                 .map(|p| toml::Value::String(p.clone()))
                 .collect();
-            let mut next = table.clone();
-            set_value(&mut next, &[key.to_owned()], toml::Value::Array(list));
-            check(&next).map_err(|message| ConfigError::Flag {
-                flag: flag.to_owned(),
-                message,
-            })?;
-            table = next;
+            set_checked(&mut table, &[key.to_owned()], toml::Value::Array(list)).map_err(
+                |message| ConfigError::Flag {
+                    flag: flag.to_owned(),
+                    message,
+                },
+            )?;
         }
         for (flag, key, value) in flags {
             let Some(value) = value else { continue };
             let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
-            let mut next = table.clone();
-            set_value(&mut next, &key, toml::Value::String(value));
-            check(&next).map_err(|message| ConfigError::Flag {
-                flag: flag.to_owned(),
-                message,
+            set_checked(&mut table, &key, toml::Value::String(value)).map_err(|message| {
+                ConfigError::Flag {
+                    flag: flag.to_owned(),
+                    message,
+                }
             })?;
-            table = next;
         }
 
         let config: Config =
@@ -662,17 +659,22 @@ fn set_typed(table: &mut toml::Table, key: &[String], raw: &str) -> Result<(), S
         .into_iter()
         .chain([toml::Value::String(raw.to_owned())])
     {
-        let mut next = table.clone();
-        set_value(&mut next, key, value);
-        match check(&next) {
-            Ok(()) => {
-                *table = next;
-                return Ok(());
-            }
+        match set_checked(table, key, value) {
+            Ok(()) => return Ok(()),
             Err(e) => last_err = e,
         }
     }
     Err(last_err)
+}
+
+/// Sets `key` to `value` only if the whole table still deserializes; on an error the table
+/// is left as it was and the message says why.
+fn set_checked(table: &mut toml::Table, key: &[String], value: toml::Value) -> Result<(), String> {
+    let mut next = table.clone();
+    set_value(&mut next, key, value);
+    check(&next)?;
+    *table = next;
+    Ok(())
 }
 
 fn check(table: &toml::Table) -> Result<(), String> {

@@ -158,11 +158,16 @@ fn serve_io<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new());
+    /// One server configuration for every connection, plain or TLS.
+    static BUILDER: std::sync::LazyLock<auto::Builder<TokioExecutor>> =
+        std::sync::LazyLock::new(|| {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(hyper_util::rt::TokioTimer::new());
+            builder
+        });
     let svc = service(state, conn, Arc::new(Mutex::new(tunnel)));
     tokio::spawn(async move {
-        let conn_fut = builder.serve_connection_with_upgrades(io, svc);
+        let conn_fut = BUILDER.serve_connection_with_upgrades(io, svc);
         if let Err(e) = watcher.watch(conn_fut.into_owned()).await {
             tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
         }

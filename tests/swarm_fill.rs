@@ -25,6 +25,20 @@ async fn knows(node: &Shoal, blobs: u64) {
     assert!(ok, "peer catalog never arrived");
 }
 
+/// A node that has fetched `data` (the blob `digest`) from upstream and committed it.
+async fn holder(
+    up: &FakeUpstream,
+    digest: &str,
+    data: &[u8],
+    tweak: impl FnOnce(&mut shoal::config::Config),
+) -> Shoal {
+    let a = Shoal::start_with(&up.url(), tweak).await;
+    let got = get(&format!("{}/v2/x/blobs/{digest}", a.url()), &[]).await;
+    assert!(got.body == data, "the holder's own cold fetch");
+    committed(&a, 1).await;
+    a
+}
+
 async fn committed(node: &Shoal, blobs: u64) {
     let ok = eventually(Duration::from_secs(30), async || {
         let s = node.stats().await;
@@ -119,14 +133,7 @@ async fn two_nodes_pull_from_one_holder_at_once() {
         let up = FakeUpstream::start().await;
         let data = blob_bytes(16 * MIB, 83);
         let digest = up.add_blob(data.clone());
-        let a = Shoal::start(&up.url()).await;
-        assert_eq!(
-            get(&format!("{}/v2/x/blobs/{digest}", a.url()), &[])
-                .await
-                .body,
-            data
-        );
-        committed(&a, 1).await;
+        let a = holder(&up, &digest, &data, |_| {}).await;
         let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
         let c = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
         knows(&b, 1).await;
@@ -207,14 +214,7 @@ async fn corrupt_pieces_from_a_peer_are_never_cached() {
         let up = FakeUpstream::start().await;
         let data = blob_bytes(8 * MIB, 85);
         let digest = up.add_blob(data.clone());
-        let a = Shoal::start(&up.url()).await;
-        assert_eq!(
-            get(&format!("{}/v2/x/blobs/{digest}", a.url()), &[])
-                .await
-                .body,
-            data
-        );
-        committed(&a, 1).await;
+        let a = holder(&up, &digest, &data, |_| {}).await;
         // A starts seeding (its pieces check out), then its file goes bad on disk.
         let t = get(
             &format!("{}/_shoal/v1/blobs/{digest}/torrent", a.url()),
@@ -258,17 +258,10 @@ async fn pullers_trade_pieces_instead_of_each_taking_a_copy() {
         let up = FakeUpstream::start().await;
         let data = blob_bytes(24 * MIB, 86);
         let digest = up.add_blob(data.clone());
-        let a = Shoal::start_with(&up.url(), |c| {
+        let a = holder(&up, &digest, &data, |c| {
             c.p2p.upload_limit = Some(bytesize::ByteSize::mib(8));
         })
         .await;
-        assert_eq!(
-            get(&format!("{}/v2/x/blobs/{digest}", a.url()), &[])
-                .await
-                .body,
-            data
-        );
-        committed(&a, 1).await;
         let mut pullers = Vec::new();
         for _ in 0..3 {
             let n = Shoal::start_with(&up.url(), |c| {

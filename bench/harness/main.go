@@ -509,15 +509,21 @@ func run(ctx context.Context, o *options) (int, error) {
 	rep.Elapsed = time.Since(t0).Seconds()
 
 	printSummary(rep)
+	return writeReport(o.out, "bench-", "latest.json", rep, rep.Pass)
+}
+
+// writeReport saves the JSON report as <out>/<prefix><UTC time>.json and <out>/<latest>,
+// and turns the verdict into the exit status: 0 pass, 1 some figure missed.
+func writeReport(out, prefix, latest string, rep interface{}, pass bool) (int, error) {
 	js, _ := json.MarshalIndent(rep, "", "  ")
 	stamp := time.Now().UTC().Format("20060102-150405")
-	path := filepath.Join(o.out, "bench-"+stamp+".json")
+	path := filepath.Join(out, prefix+stamp+".json")
 	if err := os.WriteFile(path, append(js, '\n'), 0o644); err != nil {
 		return 0, err
 	}
-	os.WriteFile(filepath.Join(o.out, "latest.json"), append(js, '\n'), 0o644)
-	fmt.Printf("\nJSON: %s (also %s)\n", path, filepath.Join(o.out, "latest.json"))
-	if !rep.Pass {
+	os.WriteFile(filepath.Join(out, latest), append(js, '\n'), 0o644)
+	fmt.Printf("\nJSON: %s (also %s)\n", path, filepath.Join(out, latest))
+	if !pass {
 		return 1, nil
 	}
 	return 0, nil

@@ -303,18 +303,7 @@ func runSwarm(o *swarmOpts) (int, error) {
 	rep.Host["loadavg_end"] = loadavg()
 	rep.Elapsed = time.Since(t0).Seconds()
 	printSwarmSummary(rep)
-	js, _ := json.MarshalIndent(rep, "", "  ")
-	stamp := time.Now().UTC().Format("20060102-150405")
-	path := filepath.Join(o.out, "swarm-"+stamp+".json")
-	if err := os.WriteFile(path, append(js, '\n'), 0o644); err != nil {
-		return 0, err
-	}
-	os.WriteFile(filepath.Join(o.out, "swarm-latest.json"), append(js, '\n'), 0o644)
-	fmt.Printf("\nJSON: %s (also %s)\n", path, filepath.Join(o.out, "swarm-latest.json"))
-	if !rep.Pass {
-		return 1, nil
-	}
-	return 0, nil
+	return writeReport(o.out, "swarm-", "swarm-latest.json", rep, rep.Pass)
 }
 
 // prepareSwarmData reuses <dir>/meta.json when its blobs exist with the wanted sizes.

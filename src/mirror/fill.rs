@@ -612,14 +612,18 @@ impl Fill {
         self.bump_landed();
     }
 
-    /// After peers stalled: where upstream has the blob, for the missing ranges.
-    async fn upstream_after_peers(&self, m: &Mirror, size: u64) -> Result<BlobProbe, Failure> {
-        let probe = m
-            .inner
+    /// Where upstream has this blob now (its size and a fresh location).
+    async fn probe_upstream(&self, m: &Mirror) -> Result<BlobProbe, Failure> {
+        m.inner
             .upstream
             .probe_blob(&self.repo, &self.digest, &self.meta)
             .await
-            .map_err(|e| Failure::upstream(&e))?;
+            .map_err(|e| Failure::upstream(&e))
+    }
+
+    /// After peers stalled: where upstream has the blob, for the missing ranges.
+    async fn upstream_after_peers(&self, m: &Mirror, size: u64) -> Result<BlobProbe, Failure> {
+        let probe = self.probe_upstream(m).await?;
         if probe.size != size {
             return Err(Failure::new(
                 ErrorKind::Integrity,
@@ -943,12 +947,7 @@ impl Fill {
         if location.get().1 != generation {
             return Ok(());
         }
-        let probe = m
-            .inner
-            .upstream
-            .probe_blob(&self.repo, &self.digest, &self.meta)
-            .await
-            .map_err(|e| Failure::upstream(&e))?;
+        let probe = self.probe_upstream(m).await?;
         let size = self.lock().info.as_ref().map(|i| i.size);
         if Some(probe.size) != size {
             return Err(Failure::new(
