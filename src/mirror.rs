@@ -9,14 +9,15 @@
 //! Errors carry an `ErrorKind` chosen where they arise; `http::error` maps kinds to
 //! statuses. Must not: know about HTTP requests, responses or headers.
 
+mod budget;
 mod fill;
+mod flight;
 mod manifests;
 mod ranges;
 mod read;
 mod sched;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,9 @@ use crate::upstream::{self, BlobProbe, ClientMeta, Upstream};
 pub use manifests::{ManifestOutcome, ManifestReply};
 pub use read::{BlobRead, BlobSource, BlobStream};
 
-use fill::{Fill, Origin};
+use budget::Budget;
+use fill::{Fill, FillCtx, PeerSource, Source, UpstreamBlob, UpstreamSource, WorkerConfig};
+use flight::{Flights, Found};
 
 /// The BitTorrent side, as the blob path uses it.
 #[derive(Clone)]
@@ -160,7 +163,7 @@ impl Error {
         }
     }
 
-    fn fill(digest: Digest, f: fill::Failure) -> Error {
+    fn from_fill(digest: Digest, f: fill::Failure) -> Error {
         Error::Fill {
             digest,
             kind: f.kind,
@@ -185,17 +188,15 @@ struct Inner {
     upstream: Arc<Upstream>,
     stats: Arc<Stats>,
     cache: Cache,
-    fills: Mutex<HashMap<Digest, Arc<Fill>>>,
+    fills: Flights<Digest, Fill>,
     tag_locks: Mutex<HashMap<store::TagKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// Bytes that running fills will add to the cache.
-    reserved: AtomicU64,
+    budget: Arc<Budget>,
     /// Until when tag revalidation is skipped (stale copies served at once) because
     /// upstream just failed: an offline site should not wait on every pull.
     upstream_down_until: Mutex<Option<Instant>>,
-    /// Every fill task (drivers, workers, hashers), so shutdown can stop and await them.
-    tasks: TaskTracker,
-    cancel: CancellationToken,
-    /// Peers to fill from; told when blobs leave the cache, to stop seeding them.
+    /// What every fill gets: the store, stats, the task tracker and the shutdown token.
+    fill_ctx: FillCtx,
+    /// Peers to fill from.
     p2p: Option<P2p>,
     cfg: MirrorConfig,
 }
@@ -206,10 +207,24 @@ pub struct Mirror {
     inner: Arc<Inner>,
 }
 
-/// Where a blob read comes from.
-enum Lookup {
-    Stored(store::BlobLease),
-    Filling(Arc<Fill>),
+/// Where a blob's bytes would come from when it is neither held nor filling.
+enum Origin {
+    /// Upstream, as probed.
+    Upstream(upstream::BlobProbe),
+    /// Peers whose catalogs list it (size from their catalogs); upstream if they stall.
+    Peers {
+        size: u64,
+        holders: Vec<store::Holder>,
+    },
+}
+
+impl Origin {
+    fn size(&self) -> u64 {
+        match self {
+            Origin::Upstream(p) => p.size,
+            Origin::Peers { size, .. } => *size,
+        }
+    }
 }
 
 impl Mirror {
@@ -220,18 +235,30 @@ impl Mirror {
         cfg: MirrorConfig,
         p2p: Option<P2p>,
     ) -> Mirror {
+        let budget = Budget::new(
+            store.clone(),
+            stats.clone(),
+            p2p.as_ref().map(|p| p.swarm.clone()),
+            cfg.max_cache_size,
+        );
+        let fill_ctx = FillCtx {
+            store: store.clone(),
+            stats: stats.clone(),
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            give_up_after: cfg.fetch.give_up_after,
+        };
         Mirror {
             inner: Arc::new(Inner {
                 store,
                 upstream,
                 stats,
                 cache: Cache::default(),
-                fills: Mutex::new(HashMap::new()),
+                fills: Flights::default(),
                 tag_locks: Mutex::new(HashMap::new()),
-                reserved: AtomicU64::new(0),
+                budget,
                 upstream_down_until: Mutex::new(None),
-                tasks: TaskTracker::new(),
-                cancel: CancellationToken::new(),
+                fill_ctx,
                 p2p,
                 cfg,
             }),
@@ -255,63 +282,75 @@ impl Mirror {
 
     /// Digests being filled now.
     pub fn filling(&self) -> usize {
-        self.fills().len()
+        self.inner.fills.len()
     }
 
-    fn fills(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Arc<Fill>>> {
-        self.inner.fills.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A complete blob, or the running fill for it. Called with the fills map locked: a
-    /// fill commits to the store before it leaves the map, so no request misses both.
-    fn find(&self, fills: &HashMap<Digest, Arc<Fill>>, digest: &Digest) -> Option<Lookup> {
-        if let Some(lease) = self.inner.store.acquire(digest) {
-            return Some(Lookup::Stored(lease));
-        }
-        fills.get(digest).map(|f| Lookup::Filling(f.clone()))
-    }
-
-    fn lookup(&self, digest: &Digest) -> Option<Lookup> {
-        self.find(&self.fills(), digest)
-    }
-
-    /// As `lookup`, starting the one fill for the digest (from `origin`) if none runs.
-    fn lookup_or_start(
+    /// Starts the fill that `lookup` found to be needed: reserves its space, runs its
+    /// sources, and frees the digest (`permit`) only once the outcome is published, so
+    /// the blob is in the store before a new request can miss it there.
+    fn start_fill(
         &self,
+        fill: Arc<Fill>,
+        permit: flight::Permit<Digest, Fill>,
         repo: &RepoName,
-        digest: &Digest,
         meta: &ClientMeta,
         origin: Origin,
-    ) -> Lookup {
-        let mut fills = self.fills();
-        if let Some(found) = self.find(&fills, digest) {
-            return found;
-        }
-        let fill = Fill::new(*digest, repo.clone(), meta.clone(), origin);
-        fills.insert(*digest, fill.clone());
-        Stats::add(&self.inner.stats.fills_started, 1);
+    ) {
+        let inner = &self.inner;
+        let digest = fill.digest;
+        let size = fill.size();
+        let worker_cfg = WorkerConfig {
+            stall_timeout: inner.cfg.fetch.stall_timeout,
+        };
+        let mut sources: Vec<Box<dyn Source>> = Vec::new();
+        let probe = match origin {
+            Origin::Upstream(probe) => Some(probe),
+            Origin::Peers { holders, .. } => {
+                if let Some(p2p) = &inner.p2p {
+                    sources.push(Box::new(PeerSource::new(
+                        p2p.clone(),
+                        holders,
+                        inner.cfg.peer_stall,
+                    )));
+                }
+                None
+            }
+        };
+        let blob = UpstreamBlob::new(
+            inner.upstream.clone(),
+            inner.cache.clone(),
+            repo.clone(),
+            digest,
+            size,
+            meta.clone(),
+            inner.cfg.fetch.stall_timeout,
+            probe,
+        );
+        sources.push(Box::new(UpstreamSource::new(blob, worker_cfg)));
+        // Readers say where their bytes come from as they start, before the fill runs.
+        fill.set_source(sources[0].kind());
+        Stats::add(&inner.stats.fills_started, 1);
+        let (ctx, budget) = (inner.fill_ctx.clone(), inner.budget.clone());
         let span = tracing::info_span!("fill", %digest, %repo);
-        self.inner
-            .tasks
-            .spawn(fill.clone().run(self.clone()).instrument(span));
-        Lookup::Filling(fill)
+        inner.fill_ctx.tasks.spawn(
+            async move {
+                let reservation = budget.reserve(&digest, size).await;
+                fill.run(&ctx, sources).await;
+                drop(permit);
+                drop(reservation);
+                budget.enforce().await;
+            }
+            .instrument(span),
+        );
     }
 
-    /// Stops every fill (their clients get an error) and waits until their tasks are gone.
+    /// Stops every fill (their clients get an error; their partials are kept to resume)
+    /// and waits until their tasks are gone.
     pub async fn shutdown(&self) {
-        self.inner.tasks.close();
-        self.inner.cancel.cancel();
-        self.inner.tasks.wait().await;
-    }
-
-    fn forget_fill(&self, fill: &Arc<Fill>) {
-        let mut fills = self.fills();
-        if fills
-            .get(&fill.digest)
-            .is_some_and(|f| Arc::ptr_eq(f, fill))
-        {
-            fills.remove(&fill.digest);
-        }
+        let ctx = &self.inner.fill_ctx;
+        ctx.tasks.close();
+        ctx.cancel.cancel();
+        ctx.tasks.wait().await;
     }
 
     /// Size for HEAD: from the store, a running fill, or upstream. Never starts a fill.
@@ -324,13 +363,8 @@ impl Mirror {
         if let Some(size) = self.inner.store.blob_size(digest) {
             return Ok(size);
         }
-        let running = self.fills().get(digest).cloned();
-        if let Some(fill) = running {
-            return fill
-                .info()
-                .await
-                .map(|i| i.size)
-                .map_err(|f| Error::fill(*digest, f));
+        if let Some(fill) = self.inner.fills.get(digest) {
+            return Ok(fill.size());
         }
         Ok(self.origin(repo, digest, meta).await?.size())
     }
@@ -373,23 +407,41 @@ impl Mirror {
         range: Option<RangeSpec>,
         meta: &ClientMeta,
     ) -> Result<BlobRead> {
-        let found = match self.lookup(digest) {
+        let inner = &self.inner;
+        let held = || inner.store.acquire(digest);
+        let found = match inner.fills.find(digest, held) {
             Some(found) => found,
             None => {
                 let origin = self.origin(repo, digest, meta).await?;
-                self.lookup_or_start(repo, digest, meta, origin)
+                let slots = {
+                    let f = &inner.cfg.fetch;
+                    (origin.size().div_ceil(f.min_span.as_u64().max(1)) as usize)
+                        .clamp(1, f.connections.max(1))
+                };
+                let min_span = inner.cfg.fetch.min_span.as_u64();
+                let size = origin.size();
+                match inner
+                    .fills
+                    .find_or_start(digest, held, || Fill::new(*digest, size, slots, min_span))
+                {
+                    Found::Started(fill, permit) => {
+                        self.start_fill(fill.clone(), permit, repo, meta, origin);
+                        Found::Running(fill)
+                    }
+                    other => other,
+                }
             }
         };
         match found {
-            Lookup::Stored(lease) => {
-                Stats::add(&self.inner.stats.blob_hits, 1);
-                let stats = self.inner.stats.clone();
-                read::from_store(&self.inner.store, stats, *digest, lease, range).await
+            Found::Done(lease) => {
+                Stats::add(&inner.stats.blob_hits, 1);
+                let stats = inner.stats.clone();
+                read::from_store(&inner.store, stats, *digest, lease, range).await
             }
-            Lookup::Filling(fill) => {
-                Stats::add(&self.inner.stats.blob_misses, 1);
-                let stats = self.inner.stats.clone();
-                read::from_fill(&self.inner.store, stats, fill, range).await
+            Found::Running(fill) | Found::Started(fill, _) => {
+                Stats::add(&inner.stats.blob_misses, 1);
+                let stats = inner.stats.clone();
+                read::from_fill(&inner.store, stats, fill, range).await
             }
         }
     }
@@ -405,42 +457,5 @@ impl Mirror {
             .cache
             .probe(*digest, self.inner.upstream.probe_blob(repo, digest, meta))
             .await
-    }
-
-    /// Makes room for `size` more bytes when a cache limit is set, counting what the
-    /// other running fills will add.
-    async fn reserve(&self, digest: &Digest, size: u64) {
-        let reserved = self.inner.reserved.fetch_add(size, Ordering::Relaxed) + size;
-        let Some(limit) = self.inner.cfg.max_cache_size else {
-            return;
-        };
-        if size > limit {
-            tracing::warn!(%digest, size, limit, "blob is larger than max_cache_size; it will be evicted early");
-        }
-        self.evict(limit, reserved).await;
-    }
-
-    async fn evict(&self, limit: u64, incoming: u64) {
-        match self.inner.store.evict_to(limit, incoming).await {
-            Ok(evicted) => {
-                for (d, size) in &evicted {
-                    tracing::info!(digest = %d, size, "evicted least recently used blob");
-                    if let Some(p2p) = &self.inner.p2p {
-                        p2p.swarm.retire(d).await;
-                    }
-                }
-                Stats::add(&self.inner.stats.evictions, evicted.len() as u64);
-            }
-            Err(e) => tracing::error!(error = %crate::telemetry::chain(&e), "eviction failed"),
-        }
-    }
-
-    /// Called by a fill when it ends, committed or not.
-    async fn release(&self, size: u64) {
-        self.inner.reserved.fetch_sub(size, Ordering::Relaxed);
-        if let Some(limit) = self.inner.cfg.max_cache_size {
-            let reserved = self.inner.reserved.load(Ordering::Relaxed);
-            self.evict(limit, reserved).await;
-        }
     }
 }

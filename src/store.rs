@@ -4,7 +4,9 @@
 //! Layout under the data dir:
 //! - `index.sqlite`: the index (schema in `migrations/`, applied at open);
 //! - `blobs/sha256/<xx>/<hex>`: complete blobs, each verified before it was renamed here;
-//! - `tmp/<hex>.partial`: fills in progress; discarded at start-up;
+//! - `tmp/<hex>.partial` + `tmp/<hex>.journal`: fills in progress, kept across restarts
+//!   so they can resume (`partial.rs`); a partial without its journal is discarded at
+//!   start-up, and so is one untouched for `PARTIAL_MAX_AGE`;
 //! - `lock`: held while a process uses the dir.
 //!
 //! The set of complete blobs is mirrored in memory, with a reader count per blob, so that
@@ -14,6 +16,9 @@
 //! Must not: know about HTTP, upstreams or fills.
 
 mod index;
+mod partial;
+
+pub use partial::{Journal, Record};
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -74,6 +79,17 @@ pub fn is_disk_full(e: &io::Error) -> bool {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A partial nobody resumed for this long is discarded at start-up.
+const PARTIAL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// A fill's partial file, and what a previous run left in it.
+pub struct Partial {
+    pub file: File,
+    pub journal: Journal,
+    /// Ranges a previous run said had landed; unchecked.
+    pub resumed: Vec<Record>,
+}
 
 /// A row of the `blobs` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,13 +273,7 @@ impl Store {
             source,
         })?;
 
-        // Partials are discarded: whatever a crash left there was never verified.
-        let tmp = root.join("tmp");
-        for entry in fs::read_dir(&tmp).map_err(Error::io("list", &tmp))? {
-            let path = entry.map_err(Error::io("list", &tmp))?.path();
-            tracing::info!(path = %path.display(), "discarding partial blob left by a previous run");
-            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-        }
+        reconcile_partials(&root.join("tmp"))?;
 
         let mut blobs = Blobs::default();
         let mut stale = Vec::new();
@@ -396,6 +406,45 @@ impl Store {
             .join(format!("{}.partial", d.hex()))
     }
 
+    fn journal_path(&self, d: &Digest) -> PathBuf {
+        self.inner
+            .root
+            .join("tmp")
+            .join(format!("{}.journal", d.hex()))
+    }
+
+    /// The partial file for a fill of `size` bytes, with its journal: the one a previous
+    /// run left, if it was for the same size, else a new one (blocking; call off the
+    /// runtime).
+    pub fn open_partial(&self, d: &Digest, size: u64) -> Result<Partial> {
+        let path = self.partial_path(d);
+        let jpath = self.journal_path(d);
+        let same_size = fs::metadata(&path).is_ok_and(|m| m.len() == size);
+        if same_size {
+            if let Some((journal, resumed)) =
+                Journal::resume(&jpath, size).map_err(Error::io("read", &jpath))?
+            {
+                let file = File::options()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(Error::io("open", &path))?;
+                return Ok(Partial {
+                    file,
+                    journal,
+                    resumed,
+                });
+            }
+        }
+        let file = self.create_partial(d, size)?;
+        let journal = Journal::create(&jpath, size).map_err(Error::io("create", &jpath))?;
+        Ok(Partial {
+            file,
+            journal,
+            resumed: Vec::new(),
+        })
+    }
+
     /// Creates the partial file for a fill, with its space allocated up front (blocking;
     /// call off the runtime). A full disk then fails here, before a client got any header,
     /// instead of in the middle of a body. Filesystems without `fallocate` get a sparse file.
@@ -425,10 +474,10 @@ impl Store {
         Ok(file)
     }
 
+    /// Removes a partial and its journal (blocking).
     pub fn discard_partial(&self, d: &Digest) {
-        let path = self.partial_path(d);
-        if let Err(e) = fs::remove_file(&path) {
-            if e.kind() != io::ErrorKind::NotFound {
+        for path in [self.journal_path(d), self.partial_path(d)] {
+            if let Err(e) = partial::remove_if_present(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove partial blob");
             }
         }
@@ -446,6 +495,7 @@ impl Store {
     ) -> Result<()> {
         let inner = self.inner.clone();
         let from = self.partial_path(&d);
+        let journal = self.journal_path(&d);
         tokio::task::spawn_blocking(move || -> Result<()> {
             file.sync_all().map_err(Error::io("fsync", &from))?;
             let to = blob_path(&inner.root, &d);
@@ -455,7 +505,12 @@ impl Store {
             File::open(&dir)
                 .and_then(|f| f.sync_all())
                 .map_err(Error::io("fsync", &dir))?;
-            record_complete(&inner, d, size, torrent.as_ref())
+            record_complete(&inner, d, size, torrent.as_ref())?;
+            // A journal left behind (a crash right here) is removed at the next start.
+            if let Err(e) = partial::remove_if_present(&journal) {
+                tracing::warn!(path = %journal.display(), error = %e, "cannot remove a journal");
+            }
+            Ok(())
         })
         .await?
     }
@@ -702,6 +757,47 @@ fn record_complete(
     };
     if blobs.map.insert(d, meta).is_none() {
         blobs.total += size;
+    }
+    Ok(())
+}
+
+/// Keeps the partials that can resume (a journal for their size, touched recently) and
+/// removes everything else in `tmp/`.
+fn reconcile_partials(tmp: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(tmp).map_err(Error::io("list", tmp))? {
+        files.push(entry.map_err(Error::io("list", tmp))?.path());
+    }
+    let resumable = |partial: &Path| -> bool {
+        let journal = partial.with_extension("journal");
+        let Ok(meta) = fs::metadata(partial) else {
+            return false;
+        };
+        let fresh = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age < PARTIAL_MAX_AGE);
+        let mut head = [0u8; 32];
+        let sized = File::open(&journal)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok_and(|()| partial::size_of(&head) == Some(meta.len()));
+        fresh && sized
+    };
+    for path in &files {
+        let keep = match path.extension().and_then(|e| e.to_str()) {
+            Some("partial") => resumable(path),
+            Some("journal") => resumable(&path.with_extension("partial")),
+            _ => false,
+        };
+        if keep {
+            if path.extension().is_some_and(|e| e == "partial") {
+                tracing::info!(path = %path.display(), "keeping a partial blob to resume");
+            }
+            continue;
+        }
+        tracing::info!(path = %path.display(), "discarding a partial blob that cannot resume");
+        partial::remove_if_present(path).map_err(Error::io("remove", path))?;
     }
     Ok(())
 }

@@ -28,6 +28,42 @@ impl RangeSet {
         self.runs.splice(i..j, [(s, e)]);
     }
 
+    /// Removes `[start, end)`, splitting a run that straddles either edge.
+    pub fn remove(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let i = self.runs.partition_point(|&(_, e)| e <= start);
+        let mut keep = Vec::new();
+        let mut j = i;
+        while j < self.runs.len() && self.runs[j].0 < end {
+            let (s, e) = self.runs[j];
+            if s < start {
+                keep.push((s, start));
+            }
+            if e > end {
+                keep.push((end, e));
+            }
+            j += 1;
+        }
+        self.runs.splice(i..j, keep);
+    }
+
+    /// The present runs, clipped to `[start, end)`.
+    pub fn runs_within(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let i = self.runs.partition_point(|&(_, e)| e <= start);
+        self.runs[i..]
+            .iter()
+            .take_while(|&&(s, _)| s < end)
+            .map(|&(s, e)| (s.max(start), e.min(end)))
+            .collect()
+    }
+
+    /// Every run, in order.
+    pub fn runs(&self) -> &[(u64, u64)] {
+        &self.runs
+    }
+
     pub fn contains(&self, pos: u64) -> bool {
         self.run_end(pos).is_some()
     }
@@ -100,6 +136,22 @@ mod tests {
     }
 
     #[test]
+    fn removes_split_runs() {
+        let mut r = RangeSet::new();
+        r.insert(0, 100);
+        r.remove(10, 20);
+        assert_eq!(r.runs, vec![(0, 10), (20, 100)]);
+        r.remove(5, 25);
+        assert_eq!(r.runs, vec![(0, 5), (25, 100)]);
+        r.remove(0, 200);
+        assert!(r.runs.is_empty());
+        r.insert(0, 10);
+        r.insert(20, 30);
+        assert_eq!(r.runs_within(5, 25), vec![(5, 10), (20, 25)]);
+        assert_eq!(r.runs_within(10, 20), vec![]);
+    }
+
+    #[test]
     fn matches_a_bitmap_under_random_inserts() {
         let mut rng = fastrand::Rng::with_seed(7);
         for _ in 0..200 {
@@ -108,9 +160,14 @@ mod tests {
             for _ in 0..20 {
                 let s = rng.u64(0..200);
                 let e = rng.u64(s..=200);
-                r.insert(s, e);
+                let add = rng.u8(0..4) != 0;
+                if add {
+                    r.insert(s, e);
+                } else {
+                    r.remove(s, e);
+                }
                 for b in &mut bits[s as usize..e as usize] {
-                    *b = true;
+                    *b = add;
                 }
                 for pos in 0..200u64 {
                     assert_eq!(r.contains(pos), bits[pos as usize]);

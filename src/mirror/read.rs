@@ -64,7 +64,7 @@ struct Reader {
     /// so a plain GET never completes with bad bytes.
     whole: bool,
     stats: Arc<Stats>,
-    /// The demand registered before the size was known; dropped once bytes flow.
+    /// The demand registered before the partial was open; dropped once bytes flow.
     early: Option<super::fill::DemandGuard>,
     done: bool,
 }
@@ -140,16 +140,14 @@ pub(super) async fn from_fill(
     range: Option<RangeSpec>,
 ) -> Result<BlobRead> {
     let digest = fill.digest;
-    // Say where this reader will start before the size is even known, so the first
-    // workers go there.
-    let early_pos = match range {
-        None => Some(0),
-        Some(RangeSpec::FromTo(a, _)) | Some(RangeSpec::From(a)) => Some(a),
-        Some(RangeSpec::Suffix(_)) => None,
-    };
-    let early = early_pos.map(|p| fill.demand(p));
-    let info = fill.info().await.map_err(|f| Error::fill(digest, f))?;
-    let (range_out, start, end) = resolve(digest, info.size, range)?;
+    let size = fill.size();
+    let (range_out, start, end) = resolve(digest, size, range)?;
+    // Say where this reader starts before the partial is even open, so the first workers
+    // go there.
+    let early = (start < end).then(|| fill.demand(start));
+    fill.opened()
+        .await
+        .map_err(|f| Error::from_fill(digest, f))?;
     // The partial, or the complete file if the fill committed (renamed it) meanwhile.
     let paths = vec![store.partial_path(&digest), store.blob_path(&digest)];
     let file = open_at(digest, paths, start).await?;
@@ -159,7 +157,7 @@ pub(super) async fn from_fill(
             whole: range_out.is_none(),
             source: Source::Fill(fill),
             file: Some(file),
-            size: info.size,
+            size,
             pos: start,
             end,
             stats,
@@ -208,13 +206,13 @@ impl Reader {
             let landed_to = fill
                 .available(self.pos)
                 .await
-                .map_err(|f| Error::fill(self.digest, f))?;
+                .map_err(|f| Error::from_fill(self.digest, f))?;
             self.early = None;
             limit = limit.min(landed_to);
             if self.whole && limit == self.size {
                 fill.verified()
                     .await
-                    .map_err(|f| Error::fill(self.digest, f))?;
+                    .map_err(|f| Error::from_fill(self.digest, f))?;
             }
         }
         let n = (limit - self.pos) as usize;

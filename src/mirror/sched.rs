@@ -11,10 +11,15 @@
 //! 3. **Then steal**: an idle worker takes the back half of the span with the most left,
 //!    so the tail of a slow span is never fetched by one connection alone.
 //!
-//! A span is `[pos, end)`: the bytes its worker has yet to land. Before writing, a worker
-//! claims the bytes it holds (`pos..claim`); splits, steals and preemption only ever cut at
-//! or after `claim`. So every byte is written once, by one worker, and the bytes the
-//! hasher reads are the bytes that stay in the file, whatever an upstream sends twice.
+//! A span is `[pos, end)`: the bytes its worker has yet to land. A worker asks its source
+//! for its span in bounded requests (`ask`); bytes up to `asked` are on their way, so
+//! splits, steals and preemption only ever cut at or after `asked`. Nothing is asked twice
+//! (the source sends each byte once) and every byte is written once, by one worker, so the
+//! bytes the hasher reads are the bytes that stay in the file.
+//!
+//! Ranges can also be *held*: bytes a previous run left in the partial, waiting to be
+//! re-verified. No worker is given them; if they fail verification they are let go and
+//! become ordinary gaps.
 
 use std::collections::BTreeMap;
 
@@ -27,8 +32,10 @@ const ALIGN: u64 = 64 * 1024;
 pub struct Span {
     /// Bytes before this have landed.
     pub pos: u64,
-    /// Bytes before this are claimed for a write in progress (`pos <= claim <= end`).
+    /// Bytes before this are claimed for a write in progress.
     pub claim: u64,
+    /// Bytes before this have been asked of the source (`pos <= claim <= asked <= end`).
+    pub asked: u64,
     pub end: u64,
 }
 
@@ -46,10 +53,17 @@ pub enum Job {
 pub struct Sched {
     size: u64,
     min_span: u64,
+    /// Steals cut here when they can (a torrent piece), so that each worker completes
+    /// whole pieces, which the journal and peers can use at once.
+    piece: u64,
     lookahead: u64,
     /// The location ignores `Range`: one worker streams the whole blob.
     single_stream: bool,
     landed: RangeSet,
+    /// Waiting for re-verification: not to be fetched, not yet landed.
+    held: RangeSet,
+    /// `landed` ∪ `held`: what no worker is to fetch.
+    taken: RangeSet,
     spans: Vec<Option<Span>>,
     demands: BTreeMap<u64, usize>,
 }
@@ -65,10 +79,13 @@ impl Sched {
         Sched {
             size,
             min_span: min_span.max(ALIGN),
+            piece: ALIGN,
             // A demand inside a claimed write is always "served soon", so never split there.
             lookahead: lookahead.max(crate::mirror::fill::FLUSH as u64),
             single_stream,
             landed: RangeSet::new(),
+            held: RangeSet::new(),
+            taken: RangeSet::new(),
             spans: vec![None; workers.max(1)],
             demands: BTreeMap::new(),
         }
@@ -78,10 +95,36 @@ impl Sched {
         &self.landed
     }
 
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Steals cut at multiples of `piece` where they can.
+    pub fn with_pieces(mut self, piece: u64) -> Sched {
+        self.piece = piece.max(ALIGN);
+        self
+    }
+
+    /// How many workers it schedules for.
+    pub fn workers(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// The source turned out to ignore `Range`: from now on one worker streams the blob.
+    pub fn set_single_stream(&mut self, single: bool) {
+        self.single_stream = single;
+    }
+
     pub fn complete(&self) -> bool {
         self.landed.covers(self.size)
     }
 
+    /// Nothing is left for a worker: every byte has landed or is held.
+    fn all_taken(&self) -> bool {
+        self.taken.covers(self.size)
+    }
+
+    #[cfg(test)]
     pub fn span(&self, w: usize) -> Option<Span> {
         self.spans.get(w).copied().flatten()
     }
@@ -92,8 +135,12 @@ impl Sched {
         if self.complete() {
             return Job::Done;
         }
+        if self.all_taken() {
+            return Job::Wait;
+        }
         let job = if self.single_stream {
-            (w == 0).then_some((0, self.size))
+            // One stream from byte 0, written from the first byte still missing.
+            (w == 0).then(|| (self.next_missing(0).unwrap_or(0), self.size))
         } else {
             self.demand_job()
                 .or_else(|| self.gap_job())
@@ -104,6 +151,7 @@ impl Sched {
                 self.spans[w] = Some(Span {
                     pos: start,
                     claim: start,
+                    asked: start,
                     end,
                 });
                 Job::Fetch { start, end }
@@ -113,12 +161,30 @@ impl Sched {
         }
     }
 
+    /// Worker `w` is about to ask its source for more of its span: the next at most `max`
+    /// bytes after what it asked for so far, or `None` when its span is all asked for.
+    /// From here on no split cuts before the end of what is returned.
+    pub fn ask(&mut self, w: usize, max: u64) -> Option<(u64, u64)> {
+        let span = self.spans.get_mut(w)?.as_mut()?;
+        if span.asked >= span.end {
+            return None;
+        }
+        let start = span.asked;
+        let end = if self.single_stream {
+            span.end
+        } else {
+            span.end.min(start.saturating_add(max.max(1)))
+        };
+        span.asked = end;
+        Some((start, end))
+    }
+
     /// Worker `w` is about to write `len` bytes at `at` (the next bytes of its span).
-    /// Returns how many of them it may write: none beyond where its span now ends.
+    /// Returns how many of them it may write: none beyond what it asked for.
     pub fn claim(&mut self, w: usize, at: u64, len: u64) -> u64 {
         match &mut self.spans[w] {
-            Some(span) if span.claim == at && at < span.end => {
-                let n = len.min(span.end - at);
+            Some(span) if span.claim == at && at < span.asked => {
+                let n = len.min(span.asked - at);
                 span.claim = at + n;
                 n
             }
@@ -133,6 +199,7 @@ impl Sched {
             Some(span) => {
                 let end = end.min(span.claim);
                 self.landed.insert(span.pos, end);
+                self.taken.insert(span.pos, end);
                 span.pos = span.pos.max(end);
                 span.pos < span.end
             }
@@ -140,9 +207,28 @@ impl Sched {
         }
     }
 
-    /// Records bytes that arrived from outside the workers (peers, while no worker runs).
+    /// Records bytes that arrived from outside the workers (peers, or re-verified bytes of
+    /// a previous run).
     pub fn land_external(&mut self, start: u64, end: u64) {
-        self.landed.insert(start, end.min(self.size));
+        let end = end.min(self.size);
+        self.landed.insert(start, end);
+        self.taken.insert(start, end);
+    }
+
+    /// Keeps `[start, end)` from every worker until it is landed or let go.
+    pub fn hold(&mut self, start: u64, end: u64) {
+        let end = end.min(self.size);
+        self.held.insert(start, end);
+        self.taken.insert(start, end);
+    }
+
+    /// Gives held bytes back: what has not landed there becomes an ordinary gap again.
+    pub fn let_go(&mut self, start: u64, end: u64) {
+        self.held.remove(start, end);
+        self.taken.remove(start, end);
+        for (s, e) in self.landed.runs_within(start, end) {
+            self.taken.insert(s, e);
+        }
     }
 
     /// Offsets where readers wait for bytes that have not landed, lowest first.
@@ -184,17 +270,18 @@ impl Sched {
         let victim = holder.or_else(|| {
             (0..self.spans.len())
                 .filter(|&i| !self.serves_demand(i))
-                .filter_map(|i| self.spans[i].map(|s| (s.end - s.claim, i)))
+                .filter_map(|i| self.spans[i].map(|s| (s.end - s.asked, i)))
                 .filter(|(left, _)| *left > 0)
                 .max()
                 .map(|(_, i)| i)
         });
         match victim.and_then(|i| self.spans[i].as_mut()) {
-            Some(span) => {
-                span.end = span.claim;
+            // It finishes what it asked for, then comes back for a new job.
+            Some(span) if span.end > span.asked => {
+                span.end = span.asked;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -214,19 +301,21 @@ impl Sched {
             .position(|s| s.is_some_and(|s| s.pos <= pos && pos < s.end))
     }
 
-    /// Some worker will write `pos` within `lookahead` bytes of where it is.
+    /// Some worker will write `pos` soon: it asked for it already, or it is within
+    /// `lookahead` bytes of where the worker is. (Held bytes are on their way too.)
     fn served_soon(&self, pos: u64) -> bool {
-        self.landed.contains(pos)
+        self.taken.contains(pos)
             || self
                 .holder(pos)
                 .and_then(|i| self.spans[i])
-                .is_some_and(|s| pos - s.pos <= self.lookahead)
+                .is_some_and(|s| pos < s.asked || pos - s.pos <= self.lookahead)
     }
 
-    /// A reader waits just ahead of worker `i`.
+    /// A reader waits in what worker `i` asked for, or just ahead of it.
     fn serves_demand(&self, i: usize) -> bool {
         let Some(s) = self.spans[i] else { return false };
-        let near = s.pos..s.end.min(s.pos.saturating_add(self.lookahead) + 1);
+        let reach = s.asked.max(s.pos.saturating_add(self.lookahead) + 1);
+        let near = s.pos..s.end.min(reach);
         self.demands.range(near).next().is_some()
     }
 
@@ -239,7 +328,7 @@ impl Sched {
             .filter(|s| s.pos > pos && s.end > s.pos)
             .map(|s| s.pos)
             .min();
-        [self.landed.next_start(pos), next_span, Some(self.size)]
+        [self.taken.next_start(pos), next_span, Some(self.size)]
             .into_iter()
             .flatten()
             .min()
@@ -257,7 +346,7 @@ impl Sched {
         match self.holder(d) {
             Some(i) => {
                 let span = self.spans[i].as_mut()?;
-                if d < span.claim {
+                if d < span.asked {
                     return None;
                 }
                 let end = span.end;
@@ -271,7 +360,7 @@ impl Sched {
     fn gap_job(&self) -> Option<(u64, u64)> {
         let mut p = 0;
         while p < self.size {
-            if let Some(e) = self.landed.run_end(p) {
+            if let Some(e) = self.taken.run_end(p) {
                 p = e;
             } else if let Some(i) = self.holder(p) {
                 p = self.spans[i].map_or(p + 1, |s| s.end);
@@ -287,14 +376,17 @@ impl Sched {
             .spans
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.map(|s| (s.end - s.claim, i)))
+            .filter_map(|(i, s)| s.map(|s| (s.end - s.asked, i)))
             .max()?;
         if left < 2 * self.min_span {
             return None;
         }
         let span = self.spans[i].as_mut()?;
-        let mid = (span.claim + left / 2) / ALIGN * ALIGN;
-        if mid <= span.claim {
+        let half = span.asked + left / 2;
+        let mid = Some(half / self.piece * self.piece)
+            .filter(|&m| m > span.asked)
+            .unwrap_or(half / ALIGN * ALIGN);
+        if mid <= span.asked {
             return None;
         }
         let end = span.end;

@@ -39,6 +39,9 @@ pub struct Faults {
     pub corrupt: HashMap<String, Vec<u8>>,
     /// For this blob hex, the first N CDN GETs send `after` bytes and then stall.
     pub stall: HashMap<String, (usize, u64)>,
+    /// For this blob hex, every CDN GET stops sending at this offset of the blob and
+    /// stalls: a fill gets exactly the bytes before it.
+    pub stall_from: HashMap<String, u64>,
     /// Signatures issued before this generation are refused (presigned URL expiry).
     pub min_sig_generation: u64,
     /// Registry answers 503 to everything.
@@ -383,7 +386,7 @@ fn cdn_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
         })
         .and_then(|g| g.parse().ok())
         .unwrap_or(0);
-    let (data, stall, ignore_range) = {
+    let (data, stall, stall_from, ignore_range) = {
         let mut f = s.faults.lock().unwrap();
         if generation < f.min_sig_generation {
             s.counts.refused_sigs.fetch_add(1, SeqCst);
@@ -409,7 +412,8 @@ fn cdn_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
                 }
             }
         }
-        (data, stall, f.ignore_range)
+        let stall_from = f.stall_from.get(hex).copied();
+        (data, stall, stall_from, f.ignore_range)
     };
     let size = data.len() as u64;
     if req.method() == http::Method::HEAD {
@@ -447,6 +451,10 @@ fn cdn_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
         }
         Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b + 1),
         None => (StatusCode::OK, 0, size),
+    };
+    let stall = match stall_from {
+        Some(at) if at < end => Some(at.saturating_sub(start)),
+        _ => stall,
     };
     let part = data.slice(start as usize..end as usize);
     let counts = s.counts.clone();

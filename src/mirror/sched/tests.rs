@@ -2,8 +2,14 @@ use super::*;
 
 const MIB: u64 = 1 << 20;
 
-/// Claims and lands `[at, at + len)` for worker `w`, as a worker's flush does.
+/// Asks for (as far as needed), claims and lands `[at, at + len)` for worker `w`, as a
+/// worker does.
 fn write(s: &mut Sched, w: usize, at: u64, len: u64) -> bool {
+    if let Some(asked) = s.span(w).map(|sp| sp.asked) {
+        if asked < at + len {
+            s.ask(w, at + len - asked);
+        }
+    }
     let n = s.claim(w, at, len);
     s.land(w, at + n)
 }
@@ -173,6 +179,12 @@ fn simulation_always_completes() {
                         jobs[w] = None;
                         continue;
                     }
+                    let asked = s.span(w).map_or(pos, |sp| sp.asked);
+                    if asked <= pos && s.ask(w, rng.u64(1..=4 * MIB)).is_none() {
+                        // Its span was cut to what it had asked for: on to a new job.
+                        jobs[w] = None;
+                        continue;
+                    }
                     let n = s.claim(w, pos, rng.u64(1..=MIB).min(end - pos));
                     // Another worker may act between the claim and the landing.
                     if rng.bool() {
@@ -198,7 +210,7 @@ fn simulation_always_completes() {
             }
             for sp in &live {
                 assert!(
-                    sp.pos <= sp.claim && sp.claim <= sp.end,
+                    sp.pos <= sp.claim && sp.claim <= sp.asked && sp.asked <= sp.end,
                     "seed {seed}: {sp:?}"
                 );
                 assert!(
@@ -224,4 +236,58 @@ fn demands_and_missing_bytes_for_steering() {
     assert_eq!(s.next_missing(6 * MIB), Some(2 * MIB), "wraps around");
     s.land_external(2 * MIB, 5 * MIB);
     assert_eq!(s.next_missing(0), None);
+}
+
+#[test]
+fn nothing_cuts_into_what_was_asked() {
+    let size = 100 * MIB;
+    let mut s = Sched::new(size, 2, 4 * MIB, MIB, false);
+    assert_eq!(fetch(s.next_job(0)), (0, size));
+    assert_eq!(s.ask(0, 8 * MIB), Some((0, 8 * MIB)));
+    // A demand inside the request on its way is served by it: no split there.
+    s.add_demand(6 * MIB);
+    assert_eq!(s.span(0).unwrap().end, size);
+    // A steal takes the back half of what is not asked for.
+    let (a, b) = fetch(s.next_job(1));
+    assert_eq!(b, size);
+    assert!(a >= 8 * MIB, "stole from {a}, inside the asked bytes");
+    assert_eq!(s.span(0).unwrap().end, a);
+    // Asking stops at the span's (new) end.
+    assert_eq!(s.ask(0, size), Some((8 * MIB, a)));
+    assert_eq!(s.ask(0, size), None);
+    // Claims never go past what was asked.
+    assert_eq!(s.claim(0, 0, 200 * MIB), a);
+}
+
+#[test]
+fn preemption_lets_the_asked_bytes_finish() {
+    let size = 100 * MIB;
+    let mut s = Sched::new(size, 1, 4 * MIB, MIB, false);
+    fetch(s.next_job(0));
+    s.ask(0, 16 * MIB);
+    assert!(s.add_demand(50 * MIB), "the busy worker is preempted");
+    let span = s.span(0).unwrap();
+    assert_eq!(span.end, 16 * MIB, "it keeps what it asked for");
+    assert!(write(&mut s, 0, 0, 8 * MIB));
+    assert!(!write(&mut s, 0, 8 * MIB, 8 * MIB), "then its span ends");
+    assert_eq!(fetch(s.next_job(0)), (50 * MIB, size));
+}
+
+#[test]
+fn held_bytes_go_to_no_worker_until_let_go() {
+    let size = 10 * MIB;
+    let mut s = Sched::new(size, 2, 4 * MIB, MIB, false);
+    s.hold(0, 4 * MIB);
+    s.hold(6 * MIB, size);
+    assert_eq!(fetch(s.next_job(0)), (4 * MIB, 6 * MIB));
+    assert!(!s.add_demand(MIB), "a held byte is on its way");
+    assert_eq!(s.next_job(1), Job::Wait, "everything else is held");
+    assert!(!s.complete());
+    // The first held range checks out; the second does not.
+    s.land_external(0, 4 * MIB);
+    s.let_go(6 * MIB, size);
+    assert_eq!(fetch(s.next_job(1)), (6 * MIB, size));
+    assert!(write(&mut s, 0, 4 * MIB, 2 * MIB) || s.span(0).unwrap().pos == 6 * MIB);
+    write(&mut s, 1, 6 * MIB, 4 * MIB);
+    assert!(s.complete());
 }
