@@ -108,8 +108,11 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
             )
         }
     };
+    let fd_limit = raise_fd_limit();
+    let max_connections = crate::http::connection_limit(fd_limit);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let (blobs, bytes) = store.totals();
-    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), upstream = %cfg.upstream, blobs, bytes, "shoal serving");
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), upstream = %cfg.upstream, blobs, bytes, max_connections, "shoal serving");
 
     let (stop, stopped) = oneshot::channel::<()>();
     let peers = Peers::new(store.clone(), &cfg.peers, cfg.p2p.swarm_key.clone()).await?;
@@ -153,6 +156,7 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         peers: peers.clone(),
         tls,
         started: Instant::now(),
+        slots,
     });
     let tls_server = match tls_listener {
         None => None,
@@ -193,6 +197,20 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         housekeeping,
         background,
     })
+}
+
+/// Raises the soft limit on open files to the hard one (as Go programs do at start), and
+/// returns it: connections, blob files, partials and sockets to peers all count.
+fn raise_fd_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if setrlimit(Resource::Nofile, l).is_err() {
+            l = getrlimit(Resource::Nofile);
+        }
+    }
+    l.current.unwrap_or(u64::MAX)
 }
 
 async fn persist(store: &Store, stats: &Stats) {

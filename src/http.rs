@@ -44,6 +44,9 @@ pub type Body = UnsyncBoxBody<Bytes, BodyError>;
 
 /// How long open connections may finish after shutdown begins.
 const GRACE: Duration = Duration::from_secs(10);
+/// A connection must send a whole request head within this, from when it is accepted or
+/// last answered; a half-sent request or an idle keep-alive connection is closed after it.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn empty() -> Body {
     Empty::new()
@@ -64,6 +67,9 @@ pub struct State {
     pub peers: Arc<Peers>,
     pub tls: Arc<Interceptor>,
     pub started: Instant,
+    /// Places for client connections (`connection_limit`), shared by every listener and
+    /// by intercepted tunnels.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The two ends of a request's connection.
@@ -73,13 +79,24 @@ pub struct Conn {
     pub local: SocketAddr,
 }
 
+/// At most this many client connections at once (each can hold a blob file too), so that
+/// a crowd of idle connections cannot use up the process's file descriptors. Further ones
+/// wait in the listen backlog until one closes.
+pub fn connection_limit(fd_limit: u64) -> usize {
+    (fd_limit.saturating_sub(256) / 2).clamp(64, 16_384) as usize
+}
+
+/// One accepted connection's place under the connection limit.
+pub type Slot = tokio::sync::OwnedSemaphorePermit;
+
 /// Serves until `shutdown` resolves, then lets open connections finish for a while.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    accept_loop(listener, shutdown, |stream, conn, graceful| {
+    let slots = state.slots.clone();
+    accept_loop(listener, slots, shutdown, |stream, conn, graceful, slot| {
         // A second watcher, for the one tunnel a `CONNECT` may turn this connection into.
         let tunnel = Some(graceful.watcher());
         serve_io(
@@ -88,6 +105,7 @@ pub async fn serve(
             conn,
             graceful.watcher(),
             tunnel,
+            slot,
         );
     })
     .await
@@ -100,11 +118,12 @@ pub async fn serve_tls(
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    accept_loop(listener, shutdown, |stream, conn, graceful| {
+    let slots = state.slots.clone();
+    accept_loop(listener, slots, shutdown, |stream, conn, graceful, slot| {
         let (state, watcher) = (state.clone(), graceful.watcher());
         tokio::spawn(async move {
             match proxy::accept_tls(&state, stream, conn).await {
-                Ok(tls) => serve_io(TokioIo::new(tls), state, conn, watcher, None),
+                Ok(tls) => serve_io(TokioIo::new(tls), state, conn, watcher, None, slot),
                 Err(e) => tracing::debug!(peer = %conn.peer, error = %e, "TLS connection dropped"),
             }
         });
@@ -114,12 +133,32 @@ pub async fn serve_tls(
 
 async fn accept_loop(
     listener: TcpListener,
+    slots: Arc<tokio::sync::Semaphore>,
     shutdown: impl Future<Output = ()>,
-    mut each: impl FnMut(tokio::net::TcpStream, Conn, &GracefulShutdown),
+    mut each: impl FnMut(tokio::net::TcpStream, Conn, &GracefulShutdown, Slot),
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
+    let mut warned = false;
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if !warned {
+                    tracing::warn!(
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                    warned = true;
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -134,7 +173,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(peer);
-        each(stream, Conn { peer, local }, &graceful);
+        each(stream, Conn { peer, local }, &graceful, slot);
     }
     drop(listener);
     tokio::select! {
@@ -155,6 +194,7 @@ fn serve_io<I>(
     conn: Conn,
     watcher: Watcher,
     tunnel: Option<Watcher>,
+    slot: Slot,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -162,14 +202,34 @@ fn serve_io<I>(
     static BUILDER: std::sync::LazyLock<auto::Builder<TokioExecutor>> =
         std::sync::LazyLock::new(|| {
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(hyper_util::rt::TokioTimer::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
             builder
         });
-    let svc = service(state, conn, Arc::new(Mutex::new(tunnel)));
+    let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let svc = service(state, conn, Arc::new(Mutex::new(tunnel)), asked.clone());
     tokio::spawn(async move {
-        let conn_fut = BUILDER.serve_connection_with_upgrades(io, svc);
-        if let Err(e) = watcher.watch(conn_fut.into_owned()).await {
-            tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+        let _slot = slot;
+        let conn_fut = watcher.watch(BUILDER.serve_connection_with_upgrades(io, svc).into_owned());
+        // hyper times out request heads, but not the bytes before it knows whether the
+        // connection speaks HTTP/1.1 or HTTP/2: a connection that has sent no whole
+        // request by then is closed here.
+        let first_request = async {
+            tokio::time::sleep(HEADER_TIMEOUT).await;
+            if !asked.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            r = conn_fut => if let Err(e) = r {
+                tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+            },
+            () = first_request => {
+                tracing::debug!(peer = %conn.peer, "closing a connection that sent no request in {HEADER_TIMEOUT:?}");
+            }
         }
     });
 }
@@ -178,6 +238,7 @@ fn service(
     state: Arc<State>,
     conn: Conn,
     tunnel: TunnelSlot,
+    asked: Arc<std::sync::atomic::AtomicBool>,
 ) -> hyper_util::service::TowerToHyperService<
     impl tower::Service<
             Request<Incoming>,
@@ -203,6 +264,7 @@ fn service(
                 .on_failure(()),
         )
         .service_fn(move |req| {
+            asked.store(true, std::sync::atomic::Ordering::Relaxed);
             let (state, tunnel) = (state.clone(), tunnel.clone());
             async move { Ok::<_, Infallible>(handle(state, req, conn, tunnel).await) }
         });
@@ -268,5 +330,20 @@ async fn dispatch(
         Route::Peers => p2p::peers(state).await,
         Route::Torrents => Ok(p2p::torrents(state)),
         Route::CaPem => Ok(admin::ca_pem(state)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connection_limit_leaves_room_for_files_and_upstream() {
+        assert_eq!(super::connection_limit(1024), 384);
+        assert_eq!(super::connection_limit(20_000), 9_872);
+        assert_eq!(super::connection_limit(100), 64, "never below 64");
+        assert_eq!(
+            super::connection_limit(u64::MAX),
+            16_384,
+            "never above 16384"
+        );
     }
 }

@@ -30,8 +30,11 @@ pub fn init(cfg: &LogConfig) {
         .filter(|s| s.parse::<EnvFilter>().is_ok())
         .unwrap_or_else(|| cfg.level.clone());
     let filter = filter(&spec);
+    // Colours only for a person at a terminal: files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // try_init: tests and embedders may have installed one already.
     let _ = match cfg.format {

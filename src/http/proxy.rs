@@ -84,9 +84,15 @@ pub async fn connect(
                         return;
                     }
                 };
+                // The tunnel outlives the connection it came on, so it takes a place of
+                // its own under the connection limit.
+                let Ok(slot) = state.slots.clone().try_acquire_owned() else {
+                    tracing::warn!(peer = %conn.peer, %host, "connection limit reached; intercepted tunnel dropped");
+                    return;
+                };
                 let io = TokioIo::new(upgraded);
                 match handshake(&state, io, conn, Some(&host), &[port]).await {
-                    Ok(tls) => serve_io(TokioIo::new(tls), state, conn, watcher, None),
+                    Ok(tls) => serve_io(TokioIo::new(tls), state, conn, watcher, None, slot),
                     Err(e) => {
                         tracing::debug!(peer = %conn.peer, %host, error = %e, "intercepted tunnel dropped")
                     }
