@@ -19,6 +19,10 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+mod values;
+
+pub use values::{HostPattern, PeerUrl, Pin, RegistryUrl};
+
 pub const ENV_PREFIX: &str = "SHOAL_";
 const ENV_CONFIG: &str = "SHOAL_CONFIG";
 pub const DEFAULT_UPSTREAM: &str = "https://registry.ollama.ai";
@@ -31,21 +35,21 @@ pub struct Config {
     /// Blob files and the SQLite index.
     pub data_dir: PathBuf,
     /// The registry that is cached, e.g. `https://registry.ollama.ai`.
-    pub upstream: String,
+    pub upstream: RegistryUrl,
     /// Evict least-recently-used blobs beyond this total size. No limit when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_cache_size: Option<ByteSize>,
     /// TCP address for BitTorrent peers (other shoal nodes, standard clients).
     pub bt_listen: SocketAddr,
     /// Other shoal nodes, `http://host:port` (LAN discovery finds more).
-    pub peers: Vec<String>,
+    pub peers: Vec<PeerUrl>,
     /// Also serve TLS here for the intercepted hosts (DNS mode: the site's DNS points
     /// registry.ollama.ai at this box). Off when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_listen: Option<SocketAddr>,
     /// `host=ip[:port]` pins for shoal's own connections to upstream, so that a DNS
     /// override pointing the registry's name at this box does not loop back to it.
-    pub resolve: Vec<String>,
+    pub resolve: Vec<Pin>,
     pub proxy: ProxyConfig,
     pub fetch: FetchConfig,
     pub p2p: P2pConfig,
@@ -86,11 +90,11 @@ pub struct ProxyConfig {
     /// Hosts whose TLS is terminated with a certificate from shoal's CA and whose registry
     /// API is served from the cache: `host`, `host:port` (default port 443) or
     /// `*.domain`. The upstream's own host is always added.
-    pub intercept: Vec<String>,
+    pub intercept: Vec<HostPattern>,
     /// Hosts that `CONNECT` may reach through a blind tunnel (no interception, no
     /// caching): `host` or `host:port` (default port 443). Everything else is refused, so
     /// shoal is never an open proxy.
-    pub allow: Vec<String>,
+    pub allow: Vec<HostPattern>,
 }
 
 impl Default for ProxyConfig {
@@ -99,15 +103,17 @@ impl Default for ProxyConfig {
             // The registry and the Cloudflare R2 host its blob redirects point to. shoal
             // never sends clients to the CDN itself, but intercepting it means no blob
             // fetch can bypass the cache.
-            intercept: vec![
-                "registry.ollama.ai".to_owned(),
-                "*.r2.cloudflarestorage.com".to_owned(),
-            ],
+            intercept: host_patterns(&["registry.ollama.ai", "*.r2.cloudflarestorage.com"]),
             // ollama's own site: sign-in keys, update checks and `ollama.com/...` names
             // are not registry traffic, but ollama fails without them.
-            allow: vec!["ollama.com".to_owned(), "www.ollama.com".to_owned()],
+            allow: host_patterns(&["ollama.com", "www.ollama.com"]),
         }
     }
+}
+
+/// Built-in patterns (valid by construction: a test parses the defaults).
+fn host_patterns(list: &[&str]) -> Vec<HostPattern> {
+    list.iter().filter_map(|h| h.parse().ok()).collect()
 }
 
 /// BitTorrent between nodes.
@@ -182,7 +188,10 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 9200)),
             data_dir: default_data_dir(),
-            upstream: DEFAULT_UPSTREAM.to_owned(),
+            // invariant: a constant URL that parses (`defaults_serve` checks it).
+            upstream: DEFAULT_UPSTREAM
+                .parse()
+                .expect("the default upstream parses"),
             max_cache_size: None,
             bt_listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
             peers: Vec::new(),
@@ -442,29 +451,6 @@ impl Config {
     /// Checks that go beyond types: ranges and cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key, message: String| Err(ConfigError::Invalid { key, message });
-        if let Err(e) = crate::upstream::parse_base_url(&self.upstream) {
-            return bad("upstream", e.to_string());
-        }
-        for p in &self.peers {
-            if let Err(e) = crate::p2p::parse_peer_url(p) {
-                return bad("peers", e.to_string());
-            }
-        }
-        for r in &self.resolve {
-            if let Err(e) = parse_pin(r) {
-                return bad("resolve", e);
-            }
-        }
-        for (key, list) in [
-            ("proxy.intercept", &self.proxy.intercept),
-            ("proxy.allow", &self.proxy.allow),
-        ] {
-            for h in list {
-                if let Err(e) = parse_host_pattern(h) {
-                    return bad(key, e);
-                }
-            }
-        }
         if self.p2p.swarm_key.as_deref().is_some_and(|k| {
             k.len() < 8
                 || !k
@@ -542,56 +528,6 @@ impl Config {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
-    }
-}
-
-/// A `host=ip[:port]` pin: the host (lowercase) and the address, port 0 when none is given
-/// (the URL's port is used then).
-pub fn parse_pin(s: &str) -> Result<(String, SocketAddr), String> {
-    let (host, addr) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not HOST=IP or HOST=IP:PORT"))?;
-    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
-    {
-        return Err(format!("{s:?}: {host:?} is not a host name"));
-    }
-    let addr = addr.trim();
-    let addr = addr
-        .parse::<SocketAddr>()
-        .or_else(|_| {
-            addr.parse::<std::net::IpAddr>()
-                .map(|ip| SocketAddr::new(ip, 0))
-        })
-        .map_err(|_| format!("{s:?}: {addr:?} is not an IP address or IP:PORT"))?;
-    Ok((host, addr))
-}
-
-/// A `host`, `host:port` or `*.domain[:port]` pattern: lowercase host (with its `*.`) and
-/// port, 443 when none is given.
-pub fn parse_host_pattern(s: &str) -> Result<(String, u16), String> {
-    let s = s.trim();
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| format!("{s:?}: {p:?} is not a port"))?,
-        ),
-        None => (s, 443),
-    };
-    let bare = host.strip_prefix("*.").unwrap_or(host);
-    let label_ok = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    if bare.split('.').all(label_ok) {
-        Ok((host.to_ascii_lowercase(), port))
-    } else {
-        Err(format!("{s:?} is not a host name, host:port or *.domain"))
     }
 }
 

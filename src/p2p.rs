@@ -10,6 +10,6 @@ mod swarm;
 pub mod torrent;
 pub mod tracker;
 
-pub use peers::{parse_peer_url, Catalog, Error as PeersError, Peers, SWARM_KEY_HEADER};
+pub use peers::{Catalog, Error as PeersError, Peers, SWARM_KEY_HEADER};
 pub use storage::OnPiece;
 pub use swarm::{Download, Error, Seed, Swarm, SwarmConfig, TorrentStatus};

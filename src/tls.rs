@@ -25,7 +25,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
 
-use crate::config::parse_host_pattern;
+use crate::config::HostPattern;
 
 /// Leaves are valid this long and re-minted after `REMINT_AFTER`, so a long-running node
 /// never serves one near its end.
@@ -246,43 +246,30 @@ pub enum Decision {
 /// The intercept and allow lists, as `(host or *.domain, port)`.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    intercept: Vec<(String, u16)>,
-    allow: Vec<(String, u16)>,
+    intercept: Vec<HostPattern>,
+    allow: Vec<HostPattern>,
 }
 
 impl Policy {
     /// From the configuration's lists (already validated) plus the upstream's own
     /// `host[:port]`, which is always intercepted.
-    pub fn new(intercept: &[String], allow: &[String], upstream: &url::Url) -> Policy {
-        let parse = |list: &[String]| -> Vec<(String, u16)> {
-            list.iter()
-                .filter_map(|h| parse_host_pattern(h).ok())
-                .collect()
-        };
-        let mut intercept = parse(intercept);
+    pub fn new(intercept: &[HostPattern], allow: &[HostPattern], upstream: &url::Url) -> Policy {
+        let mut intercept = intercept.to_vec();
         if let Some(host) = upstream.host_str() {
-            let port = upstream.port_or_known_default().unwrap_or(443);
-            intercept.push((host.trim_matches(['[', ']']).to_ascii_lowercase(), port));
+            intercept.push(HostPattern {
+                host: host.trim_matches(['[', ']']).to_ascii_lowercase(),
+                port: upstream.port_or_known_default().unwrap_or(443),
+            });
         }
         Policy {
             intercept,
-            allow: parse(allow),
+            allow: allow.to_vec(),
         }
     }
 
     pub fn decide(&self, host: &str, port: u16) -> Decision {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let hit = |list: &[(String, u16)]| {
-            list.iter().any(|(pat, p)| {
-                *p == port
-                    && match pat.strip_prefix("*.") {
-                        Some(domain) => host
-                            .strip_suffix(domain)
-                            .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
-                        None => *pat == host,
-                    }
-            })
-        };
+        let hit = |list: &[HostPattern]| list.iter().any(|p| p.matches(&host, port));
         if hit(&self.intercept) {
             Decision::Intercept
         } else if hit(&self.allow) {
@@ -298,7 +285,7 @@ impl Policy {
         self.intercept
             .iter()
             .rev()
-            .map(|(h, _)| h.as_str())
+            .map(|p| p.host.as_str())
             .find(|h| !h.starts_with("*."))
     }
 }

@@ -29,7 +29,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use url::Url;
 
-use crate::config::FetchConfig;
+use crate::config::{FetchConfig, Pin, RegistryUrl};
 use crate::oci::{Digest, Reference, RepoName};
 use resolve::PinnedResolver;
 
@@ -114,28 +114,6 @@ fn redact(u: &Url) -> String {
     s
 }
 
-/// Validates an upstream base URL: http or https, a host, nothing after the path.
-pub fn parse_base_url(s: &str) -> Result<Url> {
-    let bad = |reason| Error::BadUrl {
-        url: s.to_owned(),
-        reason,
-    };
-    let u = Url::parse(s).map_err(|_| bad("not a URL"))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(bad("the scheme must be http or https"));
-    }
-    if u.host_str().is_none_or(str::is_empty) {
-        return Err(bad("it has no host"));
-    }
-    if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
-        return Err(bad("it must not carry a query, fragment or credentials"));
-    }
-    if u.path() != "/" && !u.path().is_empty() {
-        return Err(bad("registries live at the root; give no path"));
-    }
-    Ok(u)
-}
-
 /// What the client sent that upstream must see: ollama's registry gates manifests on the
 /// User-Agent, and Accept selects the manifest kind.
 #[derive(Debug, Clone, Default)]
@@ -201,17 +179,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// `pins` are `host=ip[:port]` entries, already validated by the configuration.
-    pub fn new(base: &str, cfg: &FetchConfig, pins: &[String]) -> Result<Arc<Upstream>> {
-        let base = parse_base_url(base)?;
-        let pins = pins
-            .iter()
-            .filter_map(|p| crate::config::parse_pin(p).ok())
-            .collect();
-        let registry = match base.port() {
-            Some(p) => format!("{}:{p}", base.host_str().unwrap_or_default()),
-            None => base.host_str().unwrap_or_default().to_owned(),
-        };
+    /// `pins` bypass DNS for their hosts (DNS mode: the registry's real address).
+    pub fn new(base: &RegistryUrl, cfg: &FetchConfig, pins: &[Pin]) -> Result<Arc<Upstream>> {
+        let registry = base.host_port();
+        let base = base.url().clone();
+        let pins = pins.iter().map(|p| (p.host.clone(), p.addr)).collect();
         let mut http = HttpConnector::new_with_resolver(PinnedResolver::new(pins));
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -688,28 +660,6 @@ async fn read_limited(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base_urls() {
-        for ok in [
-            "https://registry.ollama.ai",
-            "http://127.0.0.1:5000",
-            "https://r.example/",
-        ] {
-            assert!(parse_base_url(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "registry.ollama.ai",
-            "ftp://x",
-            "https://",
-            "https://x/v2",
-            "https://u:p@x",
-            "https://x/?a=1",
-        ] {
-            assert!(parse_base_url(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn content_ranges() {

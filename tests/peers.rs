@@ -22,7 +22,7 @@ async fn catalogs_are_exchanged() {
         let data = blob_bytes(2 * MIB, 71);
         let digest = up.add_blob(data.clone());
         let a = Shoal::start(&up.url()).await;
-        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
+        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.peer_url()]).await;
 
         // A caches a blob; B learns it from A's catalog.
         assert_eq!(
@@ -104,9 +104,9 @@ async fn swarm_key_gates_catalog_torrent_and_tracker() {
         );
 
         // A peer without the key is refused; one with it gets the catalog.
-        let outsider = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
+        let outsider = Shoal::start_with(&up.url(), |c| c.peers = vec![a.peer_url()]).await;
         let member = Shoal::start_with(&up.url(), |c| {
-            c.peers = vec![a.url()];
+            c.peers = vec![a.peer_url()];
             c.p2p.swarm_key = Some(key.into());
         })
         .await;

@@ -161,7 +161,7 @@ async fn connect_is_refused_except_to_intercepted_and_allowed_hosts() {
         });
         let up = FakeUpstream::start().await;
         let shoal = Shoal::start_with(&up.url(), |c| {
-            c.proxy.allow = vec![format!("127.0.0.1:{}", echo_addr.port())];
+            c.proxy.allow = vec![format!("127.0.0.1:{}", echo_addr.port()).parse().unwrap()];
         })
         .await;
 
@@ -216,7 +216,7 @@ async fn dns_mode_with_the_name_pinned_to_the_tls_listener() {
         let upstream = format!("http://registry.upstream.invalid:{}", up.registry.port());
         let shoal = Shoal::start_with(&upstream, |c| {
             c.tls_listen = Some(format!("{ip}:443").parse().unwrap());
-            c.resolve = vec!["registry.upstream.invalid=127.0.0.1".to_owned()];
+            c.resolve = vec!["registry.upstream.invalid=127.0.0.1".parse().unwrap()];
         })
         .await;
         let tmp = tempfile::tempdir().unwrap();

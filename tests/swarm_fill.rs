@@ -65,7 +65,7 @@ async fn pulls_what_a_peer_holds_without_upstream_bytes() {
         .expect("A pulls from upstream");
         committed(&a, 3).await;
 
-        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
+        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.peer_url()]).await;
         knows(&b, 3).await;
         let cdn_before = up.counts.cdn_gets.load(SeqCst);
         let redirects_before = up.counts.blob_redirects.load(SeqCst);
@@ -134,8 +134,8 @@ async fn two_nodes_pull_from_one_holder_at_once() {
         let data = blob_bytes(16 * MIB, 83);
         let digest = up.add_blob(data.clone());
         let a = holder(&up, &digest, &data, |_| {}).await;
-        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
-        let c = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
+        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.peer_url()]).await;
+        let c = Shoal::start_with(&up.url(), |c| c.peers = vec![a.peer_url()]).await;
         knows(&b, 1).await;
         knows(&c, 1).await;
         let cdn_before = up.counts.cdn_gets.load(SeqCst);
@@ -171,7 +171,7 @@ async fn holder_dies_mid_transfer_and_upstream_finishes() {
         assert_eq!(cold.body, data);
         assert_eq!(cold.header("x-shoal-source"), Some("upstream"));
         committed(&a, 1).await;
-        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
+        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.peer_url()]).await;
         knows(&b, 1).await;
         let url = format!("{}/v2/x/blobs/{digest}", b.url());
         let pull = tokio::spawn(async move { try_request(http::Method::GET, &url, &[]).await });
@@ -234,7 +234,7 @@ async fn corrupt_pieces_from_a_peer_are_never_cached() {
                     .unwrap();
             }
         }
-        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.url()]).await;
+        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.peer_url()]).await;
         knows(&b, 1).await;
         let r = get(&format!("{}/v2/x/blobs/{digest}", b.url()), &[]).await;
         assert_eq!(r.status, 200);
@@ -265,7 +265,7 @@ async fn pullers_trade_pieces_instead_of_each_taking_a_copy() {
         let mut pullers = Vec::new();
         for _ in 0..3 {
             let n = Shoal::start_with(&up.url(), |c| {
-                c.peers = vec![a.url()];
+                c.peers = vec![a.peer_url()];
                 c.p2p.stall_timeout = Duration::from_secs(15);
                 c.p2p.download_limit = Some(bytesize::ByteSize::mib(8));
                 c.p2p.upload_limit = Some(bytesize::ByteSize::mib(8));

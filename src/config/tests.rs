@@ -19,6 +19,10 @@ fn env(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+fn strs<T: ToString>(v: &[T]) -> Vec<String> {
+    v.iter().map(T::to_string).collect()
+}
+
 fn file(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(text.as_bytes()).unwrap();
@@ -28,8 +32,13 @@ fn file(text: &str) -> tempfile::NamedTempFile {
 #[test]
 fn defaults_serve() {
     let c = Config::load(&args(&[]), env(&[])).unwrap();
+    assert_eq!(
+        strs(&c.proxy.intercept),
+        ["registry.ollama.ai", "*.r2.cloudflarestorage.com"]
+    );
+    assert_eq!(strs(&c.proxy.allow), ["ollama.com", "www.ollama.com"]);
     assert_eq!(c.listen.to_string(), "0.0.0.0:9200");
-    assert_eq!(c.upstream, "https://registry.ollama.ai");
+    assert_eq!(c.upstream.to_string(), "https://registry.ollama.ai");
     assert_eq!(c.fetch.connections, 16);
     assert_eq!(c.fetch.stall_timeout, Duration::from_secs(10));
     assert_eq!(c.max_cache_size, None);
@@ -47,7 +56,7 @@ fn precedence_defaults_file_env_flags() {
     // File over defaults.
     let c = Config::load(&args(&["--config", path]), env(&[])).unwrap();
     assert_eq!(c.listen.to_string(), "127.0.0.1:1000");
-    assert_eq!(c.upstream, "http://file.example");
+    assert_eq!(c.upstream.to_string(), "http://file.example");
     assert_eq!(c.fetch.connections, 4);
     assert_eq!(c.max_cache_size, Some(ByteSize::gib(1)));
     assert_eq!(c.manifests.tag_ttl, Duration::from_secs(30));
@@ -62,7 +71,7 @@ fn precedence_defaults_file_env_flags() {
     ]);
     let c = Config::load(&args(&[]), e.clone()).unwrap();
     assert_eq!(c.listen.to_string(), "127.0.0.1:2000");
-    assert_eq!(c.upstream, "http://file.example");
+    assert_eq!(c.upstream.to_string(), "http://file.example");
     assert_eq!(c.fetch.connections, 8);
     assert_eq!(c.manifests.tag_ttl, Duration::from_secs(60));
 
@@ -97,21 +106,24 @@ fn peers_from_flags_env_and_file() {
         env(&[]),
     )
     .unwrap();
-    assert_eq!(c.peers, ["http://10.0.0.2:9200", "http://10.0.0.3:9200"]);
+    assert_eq!(
+        strs(&c.peers),
+        ["http://10.0.0.2:9200", "http://10.0.0.3:9200"]
+    );
     let c = Config::load(
         &args(&[]),
         env(&[("SHOAL_PEERS", "http://a:1, http://b:2")]),
     )
     .unwrap();
-    assert_eq!(c.peers, ["http://a:1", "http://b:2"]);
+    assert_eq!(strs(&c.peers), ["http://a:1", "http://b:2"]);
     let f = file("peers = [\"http://c:3\"]\n");
     let c = Config::load(&args(&["--config", f.path().to_str().unwrap()]), env(&[])).unwrap();
-    assert_eq!(c.peers, ["http://c:3"]);
+    assert_eq!(strs(&c.peers), ["http://c:3"]);
     let err = Config::load(&args(&["--peer", "10.0.0.2:9200"]), env(&[]))
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("peers") && err.contains("10.0.0.2:9200"),
+        err.contains("--peer") && err.contains("10.0.0.2:9200"),
         "{err}"
     );
     let err = Config::load(&args(&[]), env(&[("SHOAL_P2P__SWARM_KEY", "short")]))

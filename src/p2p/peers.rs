@@ -19,6 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
 use super::torrent::TorrentInfo;
+use crate::config::PeerUrl;
 use crate::oci::Digest;
 use crate::store::{CatalogEntry, Holder, PeerRow, Store};
 
@@ -41,35 +42,10 @@ pub struct Catalog {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("peer URL {url:?} is invalid: {reason}")]
-    BadUrl { url: String, reason: &'static str },
     #[error("fetching the catalog of {url} failed: {what}")]
     Fetch { url: String, what: String },
     #[error("store operation failed")]
     Store(#[from] crate::store::Error),
-}
-
-/// Normalizes a peer URL: http(s), a host, no path: `http://host:port`.
-pub fn parse_peer_url(s: &str) -> Result<String, Error> {
-    let bad = |reason| Error::BadUrl {
-        url: s.to_owned(),
-        reason,
-    };
-    let u = url::Url::parse(s).map_err(|_| bad("not a URL"))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(bad("the scheme must be http or https"));
-    }
-    let host = u
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or(bad("no host"))?;
-    if !(u.path().is_empty() || u.path() == "/") || u.query().is_some() {
-        return Err(bad("give only scheme, host and port"));
-    }
-    Ok(match u.port() {
-        Some(p) => format!("{}://{host}:{p}", u.scheme()),
-        None => format!("{}://{host}", u.scheme()),
-    })
 }
 
 pub struct Peers {
@@ -86,12 +62,12 @@ pub struct Peers {
 impl Peers {
     pub async fn new(
         store: Store,
-        static_peers: &[String],
+        static_peers: &[PeerUrl],
         swarm_key: Option<String>,
     ) -> Result<Arc<Peers>, Error> {
         let node_id = store.node_id().await?;
         for url in static_peers {
-            store.add_peer(parse_peer_url(url)?, "static").await?;
+            store.add_peer(url.to_string(), "static").await?;
         }
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(Duration::from_secs(3)));
@@ -277,37 +253,6 @@ impl Peers {
                 _ = tick.tick() => self.sync_all().await,
                 () = stop.cancelled() => return,
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peer_urls() {
-        assert_eq!(
-            parse_peer_url("http://10.0.0.2:9200").unwrap(),
-            "http://10.0.0.2:9200"
-        );
-        assert_eq!(
-            parse_peer_url("http://box.lan:9200/").unwrap(),
-            "http://box.lan:9200"
-        );
-        assert_eq!(
-            parse_peer_url("https://box.lan").unwrap(),
-            "https://box.lan"
-        );
-        for bad in [
-            "",
-            "box:9200",
-            "ftp://x",
-            "http://x/v2",
-            "http://x?a=b",
-            "http://",
-        ] {
-            assert!(parse_peer_url(bad).is_err(), "{bad}");
         }
     }
 }

@@ -2,12 +2,11 @@ use super::*;
 use rustls::client::danger::ServerCertVerifier;
 
 fn policy() -> Policy {
+    let patterns =
+        |l: &[&str]| -> Vec<HostPattern> { l.iter().map(|h| h.parse().unwrap()).collect() };
     Policy::new(
-        &[
-            "registry.ollama.ai".into(),
-            "*.r2.cloudflarestorage.com".into(),
-        ],
-        &["ollama.com".into(), "example.org:8443".into()],
+        &patterns(&["registry.ollama.ai", "*.r2.cloudflarestorage.com"]),
+        &patterns(&["ollama.com", "example.org:8443"]),
         &url::Url::parse("http://registry.lan:5000").unwrap(),
     )
 }

@@ -35,7 +35,7 @@ pub fn test_config(upstream: &str, data_dir: PathBuf) -> Config {
     let mut c = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir,
-        upstream: upstream.to_owned(),
+        upstream: upstream.parse().expect("a registry URL"),
         ..Config::default()
     };
     c.bt_listen = "127.0.0.1:0".parse().unwrap();
@@ -89,6 +89,11 @@ impl Shoal {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
+    }
+
+    /// This node as another node's `--peer`.
+    pub fn peer_url(&self) -> shoal::config::PeerUrl {
+        self.url().parse().expect("a peer URL")
     }
 
     pub async fn stats(&self) -> serde_json::Value {
