@@ -132,11 +132,15 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         }),
     );
     let background = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(
-        peers
+    crate::task::spawn("catalogs", {
+        let run = peers
             .clone()
-            .run(cfg.p2p.catalog_interval, background.child_token()),
-    );
+            .run(cfg.p2p.catalog_interval, background.child_token());
+        async move {
+            run.await;
+            Ok::<(), std::convert::Infallible>(())
+        }
+    });
     if cfg.p2p.discovery {
         // The interface: the one the HTTP listener is bound to, if it names one.
         let interface = match cfg.listen.ip() {
@@ -144,11 +148,11 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
             _ => std::net::Ipv4Addr::UNSPECIFIED,
         };
         let (peers, stop, port) = (peers.clone(), background.child_token(), addr.port());
-        tokio::spawn(async move {
-            if let Err(e) = crate::p2p::discovery::run(peers, port, interface, stop).await {
-                tracing::error!(error = %crate::telemetry::chain(&e), "LAN discovery is off");
-            }
-        });
+        // Its failure (no multicast on this host) is logged once; LAN discovery is off then.
+        crate::task::spawn(
+            "discovery",
+            crate::p2p::discovery::run(peers, port, interface, stop),
+        );
     }
     let state = Arc::new(crate::http::State {
         mirror: mirror.clone(),
@@ -174,7 +178,7 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
     let server = tokio::spawn(crate::http::serve(listener, state, async move {
         let _ = stopped.await;
     }));
-    let housekeeping = tokio::spawn({
+    let housekeeping = crate::task::spawn("housekeeping", {
         let (store, stats, swarm) = (store.clone(), stats.clone(), swarm.clone());
         async move {
             let mut tick = tokio::time::interval(FLUSH_EVERY);
@@ -183,6 +187,8 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
                 swarm.tick().await;
                 persist(&store, &stats).await;
             }
+            #[allow(unreachable_code)]
+            Ok::<(), std::convert::Infallible>(())
         }
     });
     Ok(App {

@@ -12,8 +12,6 @@ use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 
 mod prefetch;
 
@@ -100,18 +98,15 @@ pub fn server_base(s: &str) -> Result<String> {
 #[derive(Clone)]
 pub struct ServerClient {
     base: String,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: crate::net::PlainClient,
 }
 
 impl ServerClient {
     /// `base` as returned by `server_base`.
     pub fn new(base: String, connect_timeout: Duration) -> ServerClient {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
         ServerClient {
             base,
-            client: Client::builder(TokioExecutor::new()).build(http),
+            client: crate::net::plain_client(connect_timeout),
         }
     }
 

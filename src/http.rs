@@ -13,6 +13,7 @@ mod error;
 mod p2p;
 mod proxy;
 mod registry;
+mod route;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,10 +35,11 @@ use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
 use crate::mirror::Mirror;
-use crate::oci::{parse_route, Route};
+use crate::oci::Route;
 use crate::p2p::{Peers, Swarm};
 use crate::tls::Interceptor;
 use error::{HttpError, RequestShape, Subject};
+use route::{endpoint, Endpoint};
 
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BodyError>;
@@ -289,13 +291,13 @@ async fn handle(
                 })
             });
     }
-    let route = parse_route(req.uri().path());
+    let route = endpoint(req.uri().path());
     let shape = RequestShape {
         ranged: req.headers().contains_key(http::header::RANGE),
         head: req.method() == Method::HEAD,
         subject: match &route {
-            Ok(Route::Manifest { .. }) => Subject::Manifest,
-            Ok(Route::Blob { .. }) => Subject::Blob,
+            Ok(Endpoint::Registry(Route::Manifest { .. })) => Subject::Manifest,
+            Ok(Endpoint::Registry(Route::Blob { .. })) => Subject::Blob,
             _ => Subject::Other,
         },
     };
@@ -309,7 +311,7 @@ async fn handle(
 async fn dispatch(
     state: &State,
     req: Request<Incoming>,
-    route: Route,
+    route: Endpoint,
     conn: Conn,
 ) -> Result<Response<Body>, HttpError> {
     let method = req.method().clone();
@@ -317,19 +319,21 @@ async fn dispatch(
         return Err(HttpError::Method(method));
     }
     match route {
-        Route::Base => Ok(registry::base()),
-        Route::Manifest { name, reference } => {
+        Endpoint::Registry(Route::Base) => registry::base(),
+        Endpoint::Registry(Route::Manifest { name, reference }) => {
             registry::manifest(state, &req, &name, &reference).await
         }
-        Route::Blob { name, digest } => registry::blob(state, &req, &name, &digest).await,
-        Route::Health => Ok(admin::health(state)),
-        Route::Stats => Ok(admin::stats(state)),
-        Route::Torrent { digest } => p2p::torrent(state, &req, &digest, conn).await,
-        Route::Announce { key } => Ok(p2p::announce(state, &req, key.as_deref(), conn).await),
-        Route::Catalog => p2p::catalog(state, &req, conn).await,
-        Route::Peers => p2p::peers(state).await,
-        Route::Torrents => Ok(p2p::torrents(state)),
-        Route::CaPem => Ok(admin::ca_pem(state)),
+        Endpoint::Registry(Route::Blob { name, digest }) => {
+            registry::blob(state, &req, &name, &digest).await
+        }
+        Endpoint::Health => admin::health(state),
+        Endpoint::Stats => admin::stats(state),
+        Endpoint::Torrent { digest } => p2p::torrent(state, &req, &digest, conn).await,
+        Endpoint::Announce { key } => p2p::announce(state, &req, key.as_deref(), conn).await,
+        Endpoint::Catalog => p2p::catalog(state, &req, conn).await,
+        Endpoint::Peers => p2p::peers(state).await,
+        Endpoint::Torrents => p2p::torrents(state),
+        Endpoint::CaPem => admin::ca_pem(state),
     }
 }
 

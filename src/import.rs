@@ -10,7 +10,6 @@
 //!
 //! Nothing is imported that was not verified; the source directory is never modified.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -154,21 +153,13 @@ pub async fn import(store: &Store, dir: &Path, show_progress: bool) -> Result<Re
 
 /// sha256 and torrent piece hashes of a file, in one read.
 fn hash_file(path: &Path, size: u64, bar: &ProgressBar) -> std::io::Result<(Digest, PieceHasher)> {
-    let mut f = std::fs::File::open(path)?;
     let mut sha = Sha256::new();
     let mut pieces = PieceHasher::new(size);
-    let mut buf = vec![0u8; 4 << 20];
-    let mut seen = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-        pieces.update(&buf[..n]);
-        seen += n as u64;
-        bar.inc(n as u64);
-    }
+    let seen = crate::store::stream_file(path, |b| {
+        sha.update(b);
+        pieces.update(b);
+        bar.inc(b.len() as u64);
+    })?;
     if seen != size {
         return Err(std::io::Error::other(format!(
             "changed while being read ({seen} of {size} bytes)"

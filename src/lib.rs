@@ -11,7 +11,8 @@
 //! - `oci`: pure types (digests, names, ranges, routes, error codes).
 //! - `tls`: shoal's CA, minted leaf certificates, the intercept/allow policy.
 //! - `client`: a client of a running shoal's HTTP API (`shoal health`, `shoal prefetch`).
-//! - `config`, `stats`, `telemetry`: leaves.
+//! - `config`, `stats`, `telemetry`, `task` (the one way to spawn a named task), `net` (the
+//!   one way to build an HTTP client): leaves.
 
 pub mod app;
 pub mod cache;
@@ -20,10 +21,12 @@ pub mod config;
 pub mod http;
 pub mod import;
 pub mod mirror;
+pub mod net;
 pub mod oci;
 pub mod p2p;
 pub mod stats;
 pub mod store;
+pub mod task;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

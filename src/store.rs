@@ -820,21 +820,27 @@ fn walk_blob_files(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The digest and size of a file's bytes.
-pub fn sha256_file(path: &Path) -> io::Result<(Digest, u64)> {
-    use sha2::Digest as _;
+/// Reads a whole file front to back in 4 MiB chunks, handing each to `each` (blocking):
+/// the one way a file is streamed through a hasher. Returns how many bytes it read.
+pub fn stream_file(path: &Path, mut each: impl FnMut(&[u8])) -> io::Result<u64> {
     let mut f = File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 4 << 20];
     let mut total = 0u64;
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(total);
         }
-        h.update(&buf[..n]);
+        each(&buf[..n]);
         total += n as u64;
     }
+}
+
+/// The digest and size of a file's bytes.
+pub fn sha256_file(path: &Path) -> io::Result<(Digest, u64)> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let total = stream_file(path, |b| h.update(b))?;
     Ok((Digest::from_bytes(h.finalize().into()), total))
 }
 

@@ -26,7 +26,6 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use url::Url;
 
 use crate::config::{FetchConfig, Pin, RegistryUrl};
@@ -184,11 +183,11 @@ impl Upstream {
         let registry = base.host_port();
         let base = base.url().clone();
         let pins = pins.iter().map(|p| (p.host.clone(), p.addr)).collect();
-        let mut http = HttpConnector::new_with_resolver(PinnedResolver::new(pins));
+        let mut http = crate::net::connector(
+            HttpConnector::new_with_resolver(PinnedResolver::new(pins)),
+            cfg.connect_timeout,
+        );
         http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(30)));
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(provider)
@@ -196,8 +195,7 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+        let client = crate::net::builder()
             .pool_max_idle_per_host(64)
             // Bounds each body frame. When another worker takes the tail of a range, the
             // worker reading it stops at its next frame: a smaller frame wastes less.

@@ -48,6 +48,11 @@ pub enum HttpError {
     },
     #[error(transparent)]
     Tls(#[from] crate::tls::Error),
+    /// A response that could not be put together (a header value that is not valid).
+    #[error("cannot build the response")]
+    Build(#[from] http::Error),
+    #[error("cannot encode the answer")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// What the failing request was about, to pick BLOB_UNKNOWN vs MANIFEST_UNKNOWN.
@@ -103,7 +108,9 @@ impl HttpError {
             }
             HttpError::ConnectTarget(_) => (S::BAD_REQUEST, ErrorCode::Unsupported),
             HttpError::Tunnel { .. } => (S::BAD_GATEWAY, ErrorCode::Unavailable),
-            HttpError::Tls(_) => (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable),
+            HttpError::Tls(_) | HttpError::Build(_) | HttpError::Encode(_) => {
+                (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable)
+            }
             HttpError::Mirror(e) => match e.kind() {
                 ErrorKind::NotFound => (
                     S::NOT_FOUND,

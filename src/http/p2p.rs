@@ -8,8 +8,9 @@ use http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HOST};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use super::admin::json;
 use super::error::HttpError;
-use super::{empty, full, Body, Conn, State};
+use super::{full, Body, Conn, State};
 use crate::oci::Digest;
 use crate::p2p::SWARM_KEY_HEADER;
 
@@ -64,8 +65,7 @@ pub async fn torrent(
                 CONTENT_DISPOSITION,
                 format!("attachment; filename=\"sha256-{}.torrent\"", digest.hex()),
             )
-            .body(full(bytes))
-            .unwrap_or_else(|_| Response::new(empty()))),
+            .body(full(bytes))?),
         None => Err(HttpError::NotHeld(*digest)),
     }
 }
@@ -75,7 +75,7 @@ pub async fn announce(
     req: &Request<Incoming>,
     key: Option<&str>,
     conn: Conn,
-) -> Response<Body> {
+) -> Result<Response<Body>, HttpError> {
     let query = req.uri().query().unwrap_or("");
     let body = match (state.peers.swarm_key(), key) {
         (Some(want), Some(got)) if same(want.as_bytes(), got.as_bytes()) => {
@@ -85,10 +85,9 @@ pub async fn announce(
         (Some(_), _) => crate::p2p::tracker::encode_failure("this tracker needs the swarm key"),
         (None, Some(_)) => crate::p2p::tracker::encode_failure("no such tracker"),
     };
-    Response::builder()
+    Ok(Response::builder()
         .header(CONTENT_TYPE, "text/plain")
-        .body(full(body))
-        .unwrap_or_else(|_| Response::new(empty()))
+        .body(full(body))?)
 }
 
 pub async fn catalog(
@@ -103,28 +102,18 @@ pub async fn catalog(
         .peers
         .catalog(state.swarm.advertised(conn.local))
         .await?;
-    Ok(json(&catalog))
+    json(&catalog)
 }
 
 pub async fn peers(state: &State) -> Result<Response<Body>, HttpError> {
     let peers = state.peers.list().await?;
-    Ok(json(&serde_json::json!({
+    json(&serde_json::json!({
         "node_id": state.peers.node_id(),
         "bt_listen": state.swarm.listen_addr().to_string(),
         "peers": peers,
-    })))
+    }))
 }
 
-pub fn torrents(state: &State) -> Response<Body> {
+pub fn torrents(state: &State) -> Result<Response<Body>, HttpError> {
     json(&serde_json::json!({ "torrents": state.swarm.list() }))
-}
-
-fn json(v: &impl serde::Serialize) -> Response<Body> {
-    match serde_json::to_vec(v) {
-        Ok(body) => Response::builder()
-            .header(CONTENT_TYPE, "application/json")
-            .body(full(body))
-            .unwrap_or_else(|_| Response::new(empty())),
-        Err(_) => Response::new(empty()),
-    }
 }

@@ -53,12 +53,11 @@ fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
-pub fn base() -> Response<Body> {
-    Response::builder()
+pub fn base() -> Result<Response<Body>, HttpError> {
+    Ok(Response::builder()
         .header(CONTENT_TYPE, "application/json")
         .header("docker-distribution-api-version", "registry/2.0")
-        .body(full("{}"))
-        .unwrap_or_else(|_| Response::new(empty()))
+        .body(full("{}"))?)
 }
 
 pub async fn manifest(
@@ -101,7 +100,7 @@ pub async fn manifest(
             builder.body(if head { empty() } else { full(body) })
         }
     };
-    Ok(resp.unwrap_or_else(|_| Response::new(empty())))
+    Ok(resp?)
 }
 
 pub async fn blob(
@@ -136,9 +135,7 @@ pub async fn blob(
                 .header(LOCATION, hv(req.uri().path()))
                 .header(CONTENT_LENGTH, 0)
         };
-        return Ok(builder
-            .body(empty())
-            .unwrap_or_else(|_| Response::new(empty())));
+        return Ok(builder.body(empty())?);
     }
 
     let read = state.mirror.open_blob(name, digest, range, &meta).await?;
@@ -164,7 +161,5 @@ pub async fn blob(
         })
         .map_ok(Frame::data)
         .map_err(|e| Box::new(e) as BodyError);
-    Ok(builder
-        .body(http_body_util::BodyExt::boxed_unsync(StreamBody::new(body)))
-        .unwrap_or_else(|_| Response::new(empty())))
+    Ok(builder.body(http_body_util::BodyExt::boxed_unsync(StreamBody::new(body)))?)
 }

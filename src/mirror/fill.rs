@@ -36,6 +36,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::sched::{Job, Sched};
 use super::{BlobSource, ErrorKind};
@@ -197,12 +198,15 @@ fn spawn_until<T: Send + 'static>(
     fut: impl std::future::Future<Output = Result<T, Failure>> + Send + 'static,
 ) -> tokio::task::JoinHandle<Result<T, Failure>> {
     let stop = stop.clone();
-    ctx.tasks.spawn(async move {
-        tokio::select! {
-            () = stop.cancelled() => Err(Failure::shutting_down()),
-            r = fut => r,
+    ctx.tasks.spawn(
+        async move {
+            tokio::select! {
+                () = stop.cancelled() => Err(Failure::shutting_down()),
+                r = fut => r,
+            }
         }
-    })
+        .in_current_span(),
+    )
 }
 
 /// What a fill needs from around it (never the mirror itself).

@@ -1,6 +1,6 @@
-//! Request paths → what they ask for. The registry API puts slashes inside repository names
-//! (`/v2/library/granite-code/blobs/sha256:...`), so routing is a parse from the right, not
-//! a pattern table.
+//! Registry API paths (`/v2/...`) → what they ask for. The registry API puts slashes
+//! inside repository names (`/v2/library/granite-code/blobs/sha256:...`), so routing is a
+//! parse from the right, not a pattern table. shoal's own endpoints are routed in `http`.
 
 use super::digest::{Digest, DigestError};
 use super::name::{NameError, Reference, RepoName};
@@ -17,24 +17,6 @@ pub enum Route {
         name: RepoName,
         digest: Digest,
     },
-    Health,
-    Stats,
-    /// `GET /_shoal/v1/blobs/sha256:<hex>/torrent`
-    Torrent {
-        digest: Digest,
-    },
-    /// `GET /announce` or `/announce/<swarm key>`: the BitTorrent tracker.
-    Announce {
-        key: Option<String>,
-    },
-    /// `GET /_shoal/v1/catalog`: what this node holds, for its peers.
-    Catalog,
-    /// `GET /_shoal/v1/peers`: known peers and their state.
-    Peers,
-    /// `GET /_shoal/v1/torrents`: torrents in the BitTorrent session.
-    Torrents,
-    /// `GET /_shoal/v1/ca.pem`: the CA certificate clients trust for interception.
-    CaPem,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,37 +33,13 @@ pub enum RouteError {
     NotFound,
 }
 
-/// Parses a request path (without query). Never touches the file system.
+/// Parses a request path (without query) under `/v2`. Never touches the file system.
 pub fn parse_route(path: &str) -> Result<Route, RouteError> {
     if path.contains('%') {
         return Err(RouteError::Encoded(path.to_owned()));
     }
-    match path {
-        "/v2" | "/v2/" => return Ok(Route::Base),
-        "/_shoal/v1/health" => return Ok(Route::Health),
-        "/_shoal/v1/stats" => return Ok(Route::Stats),
-        "/announce" => return Ok(Route::Announce { key: None }),
-        "/_shoal/v1/catalog" => return Ok(Route::Catalog),
-        "/_shoal/v1/peers" => return Ok(Route::Peers),
-        "/_shoal/v1/torrents" => return Ok(Route::Torrents),
-        "/_shoal/v1/ca.pem" => return Ok(Route::CaPem),
-        _ => {}
-    }
-    if let Some(key) = path.strip_prefix("/announce/") {
-        if key.is_empty() || key.len() > 128 || key.contains('/') {
-            return Err(RouteError::NotFound);
-        }
-        return Ok(Route::Announce {
-            key: Some(key.to_owned()),
-        });
-    }
-    if let Some(rest) = path.strip_prefix("/_shoal/v1/blobs/") {
-        return match rest.strip_suffix("/torrent") {
-            Some(digest) => Ok(Route::Torrent {
-                digest: digest.parse()?,
-            }),
-            None => Err(RouteError::NotFound),
-        };
+    if path == "/v2" || path == "/v2/" {
+        return Ok(Route::Base);
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Err(RouteError::NotFound);
@@ -117,28 +75,8 @@ mod tests {
     #[test]
     fn routes() {
         assert_eq!(parse_route("/v2/"), Ok(Route::Base));
-        assert_eq!(parse_route("/_shoal/v1/health"), Ok(Route::Health));
-        assert_eq!(parse_route("/announce"), Ok(Route::Announce { key: None }));
-        assert_eq!(
-            parse_route("/announce/s3cret-key"),
-            Ok(Route::Announce {
-                key: Some("s3cret-key".into())
-            })
-        );
-        assert_eq!(
-            parse_route(&format!("/_shoal/v1/blobs/sha256:{HEX}/torrent")),
-            Ok(Route::Torrent {
-                digest: format!("sha256:{HEX}").parse().unwrap()
-            })
-        );
-        assert!(matches!(
-            parse_route("/_shoal/v1/blobs/sha256:../torrent"),
-            Err(RouteError::Digest(_))
-        ));
-        assert_eq!(
-            parse_route(&format!("/_shoal/v1/blobs/sha256:{HEX}")),
-            Err(RouteError::NotFound)
-        );
+        assert_eq!(parse_route("/v2"), Ok(Route::Base));
+        assert_eq!(parse_route("/_shoal/v1/health"), Err(RouteError::NotFound));
         match parse_route("/v2/library/granite-code/manifests/8b") {
             Ok(Route::Manifest { name, reference }) => {
                 assert_eq!(name.as_str(), "library/granite-code");

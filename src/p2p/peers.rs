@@ -14,8 +14,6 @@ use bytes::Bytes;
 use http::header::USER_AGENT;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
 use super::torrent::TorrentInfo;
@@ -52,7 +50,7 @@ pub struct Peers {
     store: Store,
     node_id: String,
     swarm_key: Option<String>,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: crate::net::PlainClient,
     /// (peer, digest) pairs whose bytes failed verification: not asked again for that blob.
     distrusted: std::sync::Mutex<std::collections::HashSet<(String, Digest)>>,
     /// Nodes heard by discovery, and when: a node is (re)contacted at most once a minute.
@@ -69,14 +67,12 @@ impl Peers {
         for url in static_peers {
             store.add_peer(url.to_string(), "static").await?;
         }
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(Duration::from_secs(3)));
-        http.set_nodelay(true);
         Ok(Arc::new(Peers {
             store,
             node_id,
             swarm_key,
-            client: Client::builder(TokioExecutor::new()).build(http),
+            // Peers are on the LAN: one that does not answer in 3 s is not there.
+            client: crate::net::plain_client(Duration::from_secs(3)),
             distrusted: Default::default(),
             heard: Default::default(),
         }))

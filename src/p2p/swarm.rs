@@ -303,17 +303,8 @@ impl Swarm {
         }
         let path = self.store.blob_path(&digest);
         let info = tokio::task::spawn_blocking(move || -> std::io::Result<TorrentInfo> {
-            use std::io::Read;
-            let mut f = std::fs::File::open(&path)?;
             let mut hasher = PieceHasher::new(size);
-            let mut buf = vec![0u8; 4 << 20];
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
+            crate::store::stream_file(&path, |b| hasher.update(b))?;
             Ok(hasher.finish(digest, size))
         })
         .await

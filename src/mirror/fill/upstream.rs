@@ -25,6 +25,7 @@ use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use url::Url;
 
 use super::{Failure, Fill, FillCtx, Source, FLUSH};
@@ -139,12 +140,18 @@ impl Source for UpstreamSource {
                     fatal_tx.clone(),
                 );
                 let mine = mine.clone();
-                handles.push(ctx.tasks.spawn(async move {
-                    tokio::select! {
-                        () = mine.cancelled() => {}
-                        () = work => {}
-                    }
-                }));
+                let span = tracing::debug_span!("worker", w);
+                handles.push(
+                    ctx.tasks.spawn(
+                        async move {
+                            tokio::select! {
+                                () = mine.cancelled() => {}
+                                () = work => {}
+                            }
+                        }
+                        .instrument(span),
+                    ),
+                );
             }
             drop(fatal_tx);
             tokio::select! {

@@ -1,0 +1,114 @@
+//! Request paths → endpoints: the registry API (parsed by `oci::parse_route`) and shoal's
+//! own endpoints (`/_shoal/v1/...`, the tracker at `/announce`).
+//!
+//! Must not: touch the file system, or accept a path it cannot name exactly.
+
+use crate::oci::{parse_route, Digest, Route, RouteError};
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v2/...`: manifests and blobs.
+    Registry(Route),
+    Health,
+    Stats,
+    /// `GET /_shoal/v1/blobs/sha256:<hex>/torrent`
+    Torrent {
+        digest: Digest,
+    },
+    /// `GET /announce` or `/announce/<swarm key>`: the BitTorrent tracker.
+    Announce {
+        key: Option<String>,
+    },
+    /// `GET /_shoal/v1/catalog`: what this node holds, for its peers.
+    Catalog,
+    /// `GET /_shoal/v1/peers`: known peers and their state.
+    Peers,
+    /// `GET /_shoal/v1/torrents`: torrents in the BitTorrent session.
+    Torrents,
+    /// `GET /_shoal/v1/ca.pem`: the CA certificate clients trust for interception.
+    CaPem,
+}
+
+/// The longest swarm key a tracker URL may carry.
+const MAX_KEY: usize = 128;
+
+pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
+    if path.contains('%') {
+        return Err(RouteError::Encoded(path.to_owned()));
+    }
+    match path {
+        "/_shoal/v1/health" => return Ok(Endpoint::Health),
+        "/_shoal/v1/stats" => return Ok(Endpoint::Stats),
+        "/announce" => return Ok(Endpoint::Announce { key: None }),
+        "/_shoal/v1/catalog" => return Ok(Endpoint::Catalog),
+        "/_shoal/v1/peers" => return Ok(Endpoint::Peers),
+        "/_shoal/v1/torrents" => return Ok(Endpoint::Torrents),
+        "/_shoal/v1/ca.pem" => return Ok(Endpoint::CaPem),
+        _ => {}
+    }
+    if let Some(key) = path.strip_prefix("/announce/") {
+        if key.is_empty() || key.len() > MAX_KEY || key.contains('/') {
+            return Err(RouteError::NotFound);
+        }
+        return Ok(Endpoint::Announce {
+            key: Some(key.to_owned()),
+        });
+    }
+    if let Some(rest) = path.strip_prefix("/_shoal/v1/blobs/") {
+        return match rest.strip_suffix("/torrent") {
+            Some(digest) => Ok(Endpoint::Torrent {
+                digest: digest.parse()?,
+            }),
+            None => Err(RouteError::NotFound),
+        };
+    }
+    parse_route(path).map(Endpoint::Registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(endpoint("/v2/"), Ok(Endpoint::Registry(Route::Base)));
+        assert_eq!(endpoint("/_shoal/v1/health"), Ok(Endpoint::Health));
+        assert_eq!(endpoint("/announce"), Ok(Endpoint::Announce { key: None }));
+        assert_eq!(
+            endpoint("/announce/s3cret-key"),
+            Ok(Endpoint::Announce {
+                key: Some("s3cret-key".into())
+            })
+        );
+        assert_eq!(
+            endpoint(&format!("/_shoal/v1/blobs/sha256:{HEX}/torrent")),
+            Ok(Endpoint::Torrent {
+                digest: format!("sha256:{HEX}").parse().unwrap()
+            })
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(matches!(
+            endpoint("/_shoal/v1/blobs/sha256:../torrent"),
+            Err(RouteError::Digest(_))
+        ));
+        for path in [
+            format!("/_shoal/v1/blobs/sha256:{HEX}"),
+            "/announce/".to_owned(),
+            "/announce/a/b".to_owned(),
+            format!("/announce/{}", "k".repeat(MAX_KEY + 1)),
+            "/_shoal/v1/nope".to_owned(),
+            "/".to_owned(),
+        ] {
+            assert_eq!(endpoint(&path), Err(RouteError::NotFound), "{path}");
+        }
+        assert!(matches!(
+            endpoint("/_shoal/v1/h%65alth"),
+            Err(RouteError::Encoded(_))
+        ));
+    }
+}
