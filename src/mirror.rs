@@ -34,6 +34,10 @@ use crate::store::{self, Store};
 use crate::upstream::{self, BlobProbe, ClientMeta, Upstream};
 
 pub use manifests::{ManifestOutcome, ManifestReply};
+
+/// How long shutdown lets fills finish the requests they have sent. Well under the 10 s
+/// that `docker stop` waits before it kills.
+const DRAIN: Duration = Duration::from_secs(5);
 pub use read::{BlobRead, BlobSource, BlobStream};
 
 use budget::Budget;
@@ -245,6 +249,7 @@ impl Mirror {
             store: store.clone(),
             stats: stats.clone(),
             tasks: TaskTracker::new(),
+            drain: CancellationToken::new(),
             cancel: CancellationToken::new(),
             give_up_after: cfg.fetch.give_up_after,
         };
@@ -344,11 +349,16 @@ impl Mirror {
         );
     }
 
-    /// Stops every fill (their clients get an error; their partials are kept to resume)
-    /// and waits until their tasks are gone.
+    /// Stops every fill and waits until their tasks are gone. Fills first take the bytes
+    /// they already asked for (so the CDN's bytes are not wasted; at most `DRAIN`), then
+    /// keep their partial to resume; their clients get an error.
     pub async fn shutdown(&self) {
         let ctx = &self.inner.fill_ctx;
         ctx.tasks.close();
+        ctx.drain.cancel();
+        if tokio::time::timeout(DRAIN, ctx.tasks.wait()).await.is_err() {
+            tracing::warn!("fills still running after {DRAIN:?}; stopping them");
+        }
         ctx.cancel.cancel();
         ctx.tasks.wait().await;
     }

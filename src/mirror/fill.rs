@@ -216,7 +216,10 @@ pub struct FillCtx {
     pub stats: Arc<Stats>,
     /// Every task of every fill, so shutdown can stop and await them.
     pub tasks: TaskTracker,
-    /// Cancelled at shutdown.
+    /// Cancelled first at shutdown: fills take the bytes already asked for, keep their
+    /// partial and stop.
+    pub drain: CancellationToken,
+    /// Cancelled when shutdown stops waiting: everything stops at once.
     pub cancel: CancellationToken,
     /// A fill that lands nothing for this long fails.
     pub give_up_after: Duration,
@@ -547,9 +550,25 @@ impl Fill {
                 }
             }
         };
+        tokio::pin!(sourcing);
         let sourced = tokio::select! {
-            r = sourcing => r,
+            r = &mut sourcing => r,
             f = watchdog => Err(f),
+            () = ctx.drain.cancelled() => {
+                // Shutting down: the bytes already asked for are on their way (the source
+                // has sent them), so take them before stopping; nothing new is asked.
+                self.lock().sched.drain();
+                self.bump_sched();
+                let drained = tokio::select! {
+                    r = &mut sourcing => r,
+                    () = stop.cancelled() => Err(Failure::shutting_down()),
+                };
+                // A blob that the drain completed is committed; anything else is kept.
+                match drained {
+                    Err(_) if !self.is_complete() => Err(Failure::shutting_down()),
+                    _ => Ok(()),
+                }
+            }
             () = stop.cancelled() => Err(Failure::shutting_down()),
         };
         if let Err(f) = sourced {

@@ -66,6 +66,8 @@ pub struct Sched {
     taken: RangeSet,
     spans: Vec<Option<Span>>,
     demands: BTreeMap<u64, usize>,
+    /// Shutting down: finish what was asked for, start nothing new.
+    draining: bool,
 }
 
 impl Sched {
@@ -88,6 +90,7 @@ impl Sched {
             taken: RangeSet::new(),
             spans: vec![None; workers.max(1)],
             demands: BTreeMap::new(),
+            draining: false,
         }
     }
 
@@ -132,7 +135,7 @@ impl Sched {
     /// The next job for worker `w`, whose previous span (if any) is given up.
     pub fn next_job(&mut self, w: usize) -> Job {
         self.spans[w] = None;
-        if self.complete() {
+        if self.complete() || self.draining {
             return Job::Done;
         }
         if self.all_taken() {
@@ -215,6 +218,15 @@ impl Sched {
         self.taken.insert(start, end);
     }
 
+    /// Shutdown: every worker finishes the bytes it asked for (they are on their way and
+    /// the source has sent them), asks for nothing more, and then has no next job.
+    pub fn drain(&mut self) {
+        self.draining = true;
+        for span in self.spans.iter_mut().flatten() {
+            span.end = span.asked;
+        }
+    }
+
     /// Keeps `[start, end)` from every worker until it is landed or let go.
     pub fn hold(&mut self, start: u64, end: u64) {
         let end = end.min(self.size);
@@ -258,7 +270,7 @@ impl Sched {
     /// (an idle one can serve it, or a background one was preempted for it).
     pub fn add_demand(&mut self, pos: u64) -> bool {
         *self.demands.entry(pos).or_default() += 1;
-        if self.single_stream || pos >= self.size || self.served_soon(pos) {
+        if self.single_stream || self.draining || pos >= self.size || self.served_soon(pos) {
             return false;
         }
         if self.spans.iter().any(Option::is_none) {

@@ -158,6 +158,7 @@ impl PeerSource {
                 _ = rx.changed() => {}
                 () = tokio::time::sleep(self.stall - idle) => {}
                 () = stop.cancelled() => break false,
+                () = ctx.drain.cancelled() => break false,
             }
         };
         p2p.swarm.end_download(dl).await;

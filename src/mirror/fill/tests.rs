@@ -180,6 +180,7 @@ impl Rig {
                 store,
                 stats: Arc::new(Stats::default()),
                 tasks: TaskTracker::new(),
+                drain: CancellationToken::new(),
                 cancel: CancellationToken::new(),
                 give_up_after: Duration::from_secs(20),
             },
@@ -189,6 +190,7 @@ impl Rig {
     /// Stops it as shutdown does, and opens the same data dir again.
     async fn restart(self) -> Rig {
         self.ctx.tasks.close();
+        self.ctx.drain.cancel();
         self.ctx.cancel.cancel();
         self.ctx.tasks.wait().await;
         let Rig { _dir, ctx } = self;

@@ -291,3 +291,24 @@ fn held_bytes_go_to_no_worker_until_let_go() {
     write(&mut s, 1, 6 * MIB, 4 * MIB);
     assert!(s.complete());
 }
+
+#[test]
+fn draining_finishes_what_was_asked_and_nothing_more() {
+    let size = 100 * MIB;
+    let mut s = Sched::new(size, 2, 4 * MIB, MIB, false);
+    fetch(s.next_job(0));
+    s.ask(0, 8 * MIB);
+    let (b, _) = fetch(s.next_job(1));
+    s.ask(1, 4 * MIB);
+    s.drain();
+    assert_eq!(s.ask(0, MIB), None, "nothing more is asked");
+    assert!(write(&mut s, 0, 0, 4 * MIB));
+    assert!(
+        !write(&mut s, 0, 4 * MIB, 4 * MIB),
+        "the asked bytes end it"
+    );
+    assert!(!write(&mut s, 1, b, 4 * MIB));
+    assert_eq!(s.next_job(0), Job::Done);
+    assert!(!s.add_demand(50 * MIB), "no worker comes for a demand now");
+    assert_eq!(s.landed().total(), 12 * MIB, "what both had asked for");
+}
