@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -132,14 +132,37 @@ struct State {
     /// Pieces whose bytes have all landed, for the piece hasher: with their SHA-1 when a
     /// source already verified it (peers), else to be hashed.
     ready: VecDeque<(usize, Option<[u8; 20]>)>,
+    /// Told when a piece is queued in `ready`.
+    ready_wake: Arc<Notify>,
+    /// Tasks waiting for the byte at an offset (readers, the SHA-256 hasher). A landing
+    /// wakes only those it concerns: with 16 readers on 16 parts, waking every reader on
+    /// every write cost more than the writes.
+    waiters: Vec<(u64, Arc<Notify>)>,
 }
 
 impl State {
-    /// Queues the pieces that `[start, end)` completed.
+    /// Wakes every waiter (the outcome changed).
+    fn wake_all(&mut self) {
+        for (_, w) in self.waiters.drain(..) {
+            w.notify_one();
+        }
+    }
+
+    /// Wakes the waiters for bytes in `[start, end)` and queues the pieces it completed.
     fn note_landed(&mut self, start: u64, end: u64, piece_length: u64, known: Option<[u8; 20]>) {
         if start >= end {
             return;
         }
+        // Waiters whose task is gone (only this list holds their Notify) go too.
+        self.waiters.retain(|(pos, w)| {
+            if start <= *pos && *pos < end {
+                w.notify_one();
+                false
+            } else {
+                Arc::strong_count(w) > 1
+            }
+        });
+        let queued = self.ready.len();
         let size = self.sched.size();
         let first = (start / piece_length) as usize;
         let last = ((end - 1) / piece_length) as usize;
@@ -154,6 +177,9 @@ impl State {
                 let hash = known.filter(|_| ps == start && pe == end);
                 self.ready.push_back((i, hash));
             }
+        }
+        if self.ready.len() > queued {
+            self.ready_wake.notify_one();
         }
     }
 }
@@ -260,6 +286,8 @@ impl Fill {
                 source: BlobSource::Upstream,
                 pieces: vec![Piece::Missing; pieces],
                 ready: VecDeque::new(),
+                ready_wake: Arc::new(Notify::new()),
+                waiters: Vec::new(),
             }),
             file: OnceLock::new(),
             landed_tx: watch::Sender::new(0),
@@ -320,25 +348,29 @@ impl Fill {
     /// Waits until the byte at `pos` has landed; returns the end of the landed run from
     /// there. A reader that has to wait registers a demand, so a worker comes to it.
     pub async fn available(self: &Arc<Self>, pos: u64) -> Result<u64, Failure> {
-        let mut rx = self.landed_tx.subscribe();
-        let mut demand = None;
+        self.landed_at(pos, true).await
+    }
+
+    /// As `available`; `demand` says whether to call a worker (the hasher does not).
+    async fn landed_at(self: &Arc<Self>, pos: u64, demand: bool) -> Result<u64, Failure> {
+        let wake = Arc::new(Notify::new());
+        let mut guard = None;
         loop {
             {
-                let st = self.lock();
+                let mut st = self.lock();
                 if let Some(end) = st.sched.landed().run_end(pos) {
                     return Ok(end);
                 }
                 if let Outcome::Failed(f) = &st.outcome {
                     return Err(f.clone());
                 }
+                // Registered under the lock that landings take: no wake-up is missed.
+                st.waiters.push((pos, wake.clone()));
             }
-            if demand.is_none() {
-                demand = Some(self.demand(pos));
-                continue; // the demand may have changed nothing; re-check before sleeping
+            if demand && guard.is_none() {
+                guard = Some(self.demand(pos));
             }
-            if rx.changed().await.is_err() {
-                return Err(Failure::internal("fill vanished"));
-            }
+            wake.notified().await;
         }
     }
 
@@ -479,7 +511,11 @@ impl Fill {
                 Outcome::Failed(f)
             }
         };
-        self.lock().outcome = outcome;
+        {
+            let mut st = self.lock();
+            st.outcome = outcome;
+            st.wake_all();
+        }
         self.bump_landed();
         self.bump_sched();
     }

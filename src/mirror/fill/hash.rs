@@ -97,19 +97,11 @@ fn sha1_of(file: &File, start: u64, end: u64, buf: &mut [u8]) -> std::io::Result
 
 /// The SHA-256 of the whole blob, as its bytes land.
 pub async fn sha256(fill: Arc<Fill>, file: Arc<File>) -> Result<Digest, Failure> {
-    let mut rx = fill.landed_tx.subscribe();
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut hashed = 0u64;
     while hashed < fill.size {
-        rx.borrow_and_update();
-        let avail = fill.lock().sched.landed().run_end(hashed);
-        let Some(end) = avail else {
-            if rx.changed().await.is_err() {
-                return Err(Failure::internal("fill vanished"));
-            }
-            continue;
-        };
+        let end = fill.landed_at(hashed, false).await?;
         let n = (end - hashed).min(CHUNK as u64) as usize;
         let (f, at) = (file.clone(), hashed);
         let (h, b, res) = tokio::task::spawn_blocking(move || {
@@ -137,10 +129,9 @@ pub async fn pieces(
     resumed: Vec<Record>,
 ) -> Result<Vec<u8>, Failure> {
     recheck(&fill, &file, &ledger, resumed).await?;
-    let mut rx = fill.landed_tx.subscribe();
+    let wake = fill.lock().ready_wake.clone();
     let mut buf = Some(vec![0u8; CHUNK]);
     loop {
-        rx.borrow_and_update();
         let next = {
             let mut st = fill.lock();
             match st.ready.pop_front() {
@@ -158,9 +149,7 @@ pub async fn pieces(
             }
         };
         let Some((i, known)) = next else {
-            if rx.changed().await.is_err() {
-                return Err(Failure::internal("fill vanished"));
-            }
+            wake.notified().await;
             continue;
         };
         let (start, end) = piece_bounds(i, fill.piece_length, fill.size);

@@ -254,15 +254,17 @@ impl Req {
         (secs > 0.05 && self.received > 0).then(|| self.received as f64 / secs)
     }
 
-    /// How early to send the next request: a quarter of this one, or three times the
-    /// bytes that arrive while a request waits for its first byte.
+    /// How early to send the next request: three times the bytes that arrive while a
+    /// request waits for its first byte, so the next one starts as this one ends. No
+    /// earlier: the next response's bytes wait unread in the socket until then, and are
+    /// lost (though the CDN sent them) if the fill stops.
     fn lead(&self) -> u64 {
         let ttfb = self
             .first_byte
             .map(|t| t.duration_since(self.sent).as_secs_f64())
             .unwrap_or(0.0);
         let by_latency = self.rate().map_or(0, |r| (r * ttfb * 3.0) as u64);
-        ((self.end - self.start) / 4).max(by_latency).max(MIN_LEAD)
+        by_latency.max(MIN_LEAD).min(self.end - self.start)
     }
 
     /// The size of the request after this one.
