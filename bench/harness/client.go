@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -40,6 +41,16 @@ func (w *countWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); retur
 // them at once over n connections, discards the bodies while counting them, and returns
 // the wall time. Any wrong status, Content-Range or byte count is an error.
 func rangeGet(ctx context.Context, url string, size int64, n int) (time.Duration, error) {
+	return rangeGetInto(ctx, url, size, n, nil)
+}
+
+// rangeGetInto is rangeGet that keeps the bodies when dst is not nil: each part is read
+// straight into dst (len(dst) == size) at its offset, so that the caller can check the
+// assembled blob's digest after the clock has stopped.
+func rangeGetInto(ctx context.Context, url string, size int64, n int, dst []byte) (time.Duration, error) {
+	if dst != nil && int64(len(dst)) != size {
+		return 0, fmt.Errorf("rangeGetInto: buffer of %d bytes for %d", len(dst), size)
+	}
 	part := size / int64(n)
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -79,15 +90,13 @@ func rangeGet(ctx context.Context, url string, size int64, n int) (time.Duration
 				errs[i] = fmt.Errorf("part %d: status %d Content-Range %q, want 206 %q", i, resp.StatusCode, resp.Header.Get("Content-Range"), cr)
 				return
 			}
-			var cw countWriter
-			buf := make([]byte, 256<<10)
-			_, err = io.CopyBuffer(&cw, struct{ io.Reader }{resp.Body}, buf)
+			got, err := readPart(resp.Body, want, dst, start)
 			if err != nil {
-				errs[i] = fmt.Errorf("part %d: %v after %d bytes", i, err, cw.n)
+				errs[i] = fmt.Errorf("part %d: %v after %d bytes", i, err, got)
 				return
 			}
-			if cw.n != want {
-				errs[i] = fmt.Errorf("part %d: got %d bytes, want %d", i, cw.n, want)
+			if got != want {
+				errs[i] = fmt.Errorf("part %d: got %d bytes, want %d", i, got, want)
 			}
 		}(i, start, end)
 	}
@@ -102,6 +111,78 @@ func rangeGet(ctx context.Context, url string, size int64, n int) (time.Duration
 		}
 	}
 	return el, nil
+}
+
+// readPart reads one part's body: counted and discarded, or into dst[start:start+want]
+// (and then nothing more may follow). It returns the bytes read.
+func readPart(body io.Reader, want int64, dst []byte, start int64) (int64, error) {
+	if dst == nil {
+		var cw countWriter
+		_, err := io.CopyBuffer(&cw, struct{ io.Reader }{body}, make([]byte, 256<<10))
+		return cw.n, err
+	}
+	n, err := io.ReadFull(body, dst[start:start+want])
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return int64(n), nil // short: the caller's count check says so
+	}
+	if err != nil {
+		return int64(n), err
+	}
+	var one [1]byte
+	if m, _ := body.Read(one[:]); m > 0 {
+		return int64(n + m), nil
+	}
+	return int64(n), nil
+}
+
+// headBlob sends a HEAD over a new connection, as ollama does before a blob's parts, and
+// checks the status (200, after redirects) and Content-Length.
+func headBlob(ctx context.Context, url string, size int64) (time.Duration, error) {
+	c, tr := newClient()
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, "HEAD", url, nil)
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	resp, err := c.Do(req)
+	el := time.Since(t0)
+	if err != nil {
+		return el, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ContentLength != size {
+		return el, fmt.Errorf("HEAD %s: status %d, Content-Length %d, want 200, %d", url, resp.StatusCode, resp.ContentLength, size)
+	}
+	return el, nil
+}
+
+// discardGet is a plain GET over a new connection whose body is counted and dropped,
+// until it ends or ctx is cancelled. It returns the body bytes read.
+func discardGet(ctx context.Context, url string) (int64, error) {
+	c, tr := newClient()
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return 0, fmt.Errorf("status %d, want 200", resp.StatusCode)
+	}
+	var cw countWriter
+	_, err = io.CopyBuffer(&cw, struct{ io.Reader }{resp.Body}, make([]byte, 1<<20))
+	return cw.n, err
+}
+
+// sha256Hex is the hex sha256 of b.
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 type ttfbResult struct {
@@ -203,10 +284,11 @@ func getBody(url string) ([]byte, int, error) {
 	return b, resp.StatusCode, err
 }
 
-// rangegetMain is `harness rangeget URL SIZE N`, for trying the client by hand.
+// rangegetMain is `harness rangeget URL SIZE N [SHA256]`, for trying the client by hand.
+// With SHA256 the parts are kept in memory and the assembled blob's digest is checked.
 func rangegetMain(args []string) {
-	if len(args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: harness rangeget URL SIZE N")
+	if len(args) != 3 && len(args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: harness rangeget URL SIZE N [SHA256]")
 		os.Exit(2)
 	}
 	size, err1 := strconv.ParseInt(args[1], 10, 64)
@@ -215,10 +297,20 @@ func rangegetMain(args []string) {
 		fmt.Fprintln(os.Stderr, "rangeget: bad SIZE or N")
 		os.Exit(2)
 	}
-	el, err := rangeGet(context.Background(), args[0], size, n)
+	var dst []byte
+	if len(args) == 4 {
+		dst = make([]byte, size)
+	}
+	el, err := rangeGetInto(context.Background(), args[0], size, n, dst)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rangeget:", err)
 		os.Exit(1)
+	}
+	if dst != nil {
+		if got := sha256Hex(dst); got != strings.ToLower(args[3]) {
+			fmt.Fprintf(os.Stderr, "rangeget: the assembled %d bytes hash to %s, want %s\n", size, got, args[3])
+			os.Exit(1)
+		}
 	}
 	fmt.Printf("{\"secs\":%.4f,\"bytes\":%d,\"parts\":%d,\"MBps\":%.1f}\n", el.Seconds(), size, n,
 		float64(size)/el.Seconds()/1e6)

@@ -247,10 +247,12 @@ http {
         location / { return 404; }
     }
 
-    # baseline for warm serving: the same files from disk, uncapped
+    # baseline for warm serving: the same files from disk, uncapped; and nginx's open
+    # connections, so that the harness can tell when every request is in the access log
     server {
         listen 127.0.0.1:%[15]d;
         location /blobs/ { alias %[13]s; }
+        location = /_nginx_status { stub_status; access_log off; }
         location / { return 404; }
     }
 }
@@ -332,7 +334,8 @@ func startUpstream(nginx, work string, d *dataSet, rate string) (*upstream, erro
 
 // check asks the fake registry what gopull will ask: manifest, HEAD blob (307 → CDN).
 func (u *upstream) check(d *dataSet) error {
-	c := &http.Client{Timeout: 10 * time.Second}
+	// No keep-alive: an idle connection would count as open in nginx's status (quiet).
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	resp, err := c.Get(u.registryURL() + "/v2/library/bench/manifests/1")
 	if err != nil {
 		return err

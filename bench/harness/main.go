@@ -7,10 +7,16 @@
 //  2. TTFB: first byte of a 1 KiB range of an uncached blob through shoal, at offset 0 and
 //     mid-blob;
 //  3. warm serving ratio: N parallel ranged GETs of a cached blob, shoal vs nginx (sendfile);
-//  4. peak RSS (VmHWM) of the shoal process after it served at least -min-served bytes.
+//  4. peak RSS (VmHWM) of the shoal process after it served at least -min-served bytes;
+//  5. cold16: 16 parallel ranged GETs of an uncached blob through shoal divided by the
+//     same straight from the CDN (cold16.go);
+//  6. resume: what a fill killed (SIGKILL, SIGTERM) half way and restarted on the same
+//     data dir costs the CDN (resume.go);
+//  7. the bytes the CDN sent for every cold fill, against the blob sizes (cdn.go), and
+//     shoal's CPU seconds per GiB filled and served.
 //
 // Everything is loopback. Every child runs in its own process group and is killed on exit.
-// Usage: harness [flags]   or   harness rangeget URL SIZE N
+// Usage: harness [flags]   or   harness rangeget URL SIZE N [SHA256]
 package main
 
 import (
@@ -31,6 +37,9 @@ import (
 	"time"
 )
 
+// allPhases in the order they run.
+var allPhases = []string{"cold", "cold16", "ttfb", "warm", "resume", "tls"}
+
 type options struct {
 	shoal, gopull, nginx  string
 	work, data, out, repo string
@@ -40,6 +49,8 @@ type options struct {
 	coldReps, ttfbReps    int
 	warmReps, parallel    int
 	tlsReps               int
+	cold16Reps            int
+	resumeReps            int
 	shoalLog              string
 	keep                  bool
 	phases                string
@@ -80,11 +91,13 @@ func main() {
 	flag.IntVar(&o.ttfbReps, "ttfb-reps", 3, "TTFB samples per offset")
 	flag.IntVar(&o.warmReps, "warm-reps", 5, "timed warm reads each way")
 	flag.IntVar(&o.tlsReps, "tls-reps", 3, "cold+warm pulls each way in the TLS-cost phase")
+	flag.IntVar(&o.cold16Reps, "cold16-reps", 5, "cold 16-part ranged pulls each way (direct, through shoal)")
+	flag.IntVar(&o.resumeReps, "resume-reps", 1, "killed-and-resumed fills per signal (SIGKILL, SIGTERM)")
 	flag.IntVar(&o.parallel, "parallel", 16, "parallel ranged GETs in the warm test")
 	flag.StringVar(&o.shoalLog, "shoal-log", "warn", "RUST_LOG for shoal")
 	flag.BoolVar(&o.keep, "keep", false, "keep shoal data dirs")
-	flag.StringVar(&o.phases, "phases", "cold,ttfb,warm,tls", "which measurements to run (warm includes peak RSS; tls: HTTPS-proxy mode vs mirror name)")
-	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "give up after this long")
+	flag.StringVar(&o.phases, "phases", strings.Join(allPhases, ","), "which measurements to run (warm includes peak RSS; tls: HTTPS-proxy mode vs mirror name)")
+	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
 	flag.DurationVar(&o.pullTimeout, "pull-timeout", 3*time.Minute, "give up on one pull after this long")
 	flag.Parse()
 	if o.shoal == "" || o.gopull == "" || o.work == "" || o.data == "" || o.out == "" {
@@ -128,22 +141,37 @@ type figure struct {
 	Pass    bool    `json:"pass"`
 	MetGoal bool    `json:"met_goal"`
 	Detail  string  `json:"detail"`
+	// Info: a figure without a goal or a limit, recorded for comparison only.
+	Info bool `json:"info,omitempty"`
 }
 
 type coldSample struct {
-	Via        string         `json:"via"`
-	Secs       float64        `json:"secs"`
-	LayerSecs  float64        `json:"layer_secs"`
-	Statuses   map[string]int `json:"statuses"`
-	Retries    int            `json:"retries"`
-	Stalls     int            `json:"stalls"`
-	Upstream   int64          `json:"shoal_upstream_bytes,omitempty"`
-	VmHWM      int64          `json:"shoal_vmhwm_bytes,omitempty"`
-	CommitSecs float64        `json:"shoal_commit_wait_secs,omitempty"`
+	Via       string         `json:"via"`
+	Secs      float64        `json:"secs"`
+	LayerSecs float64        `json:"layer_secs"`
+	Statuses  map[string]int `json:"statuses"`
+	Retries   int            `json:"retries"`
+	Stalls    int            `json:"stalls"`
+	Upstream  int64          `json:"shoal_upstream_bytes,omitempty"`
+	// What the CDN sent during the pull ($bytes_sent of its access-log lines), and that
+	// against the blob bytes pulled (layer + config).
+	CDN        cdnCount `json:"cdn"`
+	CDNPerBlob float64  `json:"cdn_bytes_per_blob_byte"`
+	VmHWM      int64    `json:"shoal_vmhwm_bytes,omitempty"`
+	CommitSecs float64  `json:"shoal_commit_wait_secs,omitempty"`
 	// CPU seconds used during the pull (gopull, nginx, shoal) and the machine's busy
 	// share of all cores over the same interval (other users' load included).
 	CPU         map[string]float64 `json:"cpu_secs"`
 	MachineBusy float64            `json:"machine_busy_share"`
+}
+
+// warmCPU is the CPU the two servers used during the timed warm rounds.
+type warmCPU struct {
+	GiB          float64 `json:"gib_served_each"`
+	ShoalSecs    float64 `json:"shoal_cpu_secs"`
+	NginxSecs    float64 `json:"nginx_cpu_secs"`
+	ShoalSecsGiB float64 `json:"shoal_cpu_secs_per_gib"`
+	NginxSecsGiB float64 `json:"nginx_cpu_secs_per_gib"`
 }
 
 type rssStep struct {
@@ -169,6 +197,10 @@ type report struct {
 	WarmFill    float64                `json:"warm_cold_fill_full_get_secs"`
 	ShoalStats  map[string]interface{} `json:"warm_shoal_stats"`
 	ColdMaxRSS  int64                  `json:"cold_shoal_max_vmhwm_bytes"`
+	WarmCPU     *warmCPU               `json:"warm_cpu,omitempty"`
+	Cold16      []cold16Sample         `json:"cold16_samples,omitempty"`
+	Resume      []resumeSample         `json:"resume_samples,omitempty"`
+	TLSCold     []tlsColdSample        `json:"tls_cold_samples,omitempty"`
 	// VmHWM of the warm-test shoal after each step: how the peak builds up.
 	RSSSteps []rssStep `json:"warm_shoal_vmhwm_steps"`
 	Figures  []figure  `json:"figures"`
@@ -212,16 +244,23 @@ type shoalProc struct {
 	port    int
 	dataDir string
 	name    string
+	stopped bool
 }
 
 func (s *shoalProc) url() string { return fmt.Sprintf("http://127.0.0.1:%d", s.port) }
 
+// startShoal starts a shoal with default settings on a fresh, empty data dir.
 func startShoal(o *options, up *upstream, name string) (*shoalProc, error) {
 	dataDir := filepath.Join(o.work, "shoal-"+name)
 	os.RemoveAll(dataDir)
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, err
 	}
+	return startShoalOn(o, up, name, dataDir)
+}
+
+// startShoalOn starts a shoal on dataDir as it is (a restart keeps what is there).
+func startShoalOn(o *options, up *upstream, name, dataDir string) (*shoalProc, error) {
 	logPath := filepath.Join(o.work, "logs", "shoal-"+name+".log")
 	var last error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -286,7 +325,12 @@ func (s *shoalProc) waitIdle(blobs int64, timeout time.Duration) (map[string]int
 	}
 }
 
+// stop stops the shoal (once; later calls do nothing) and deletes its data dir.
 func (s *shoalProc) stop(o *options) {
+	if s.stopped {
+		return
+	}
+	s.stopped = true
 	s.p.stop(5 * time.Second)
 	if !o.keep {
 		os.RemoveAll(s.dataDir)
@@ -449,12 +493,15 @@ func run(ctx context.Context, o *options) (int, error) {
 	}
 	phases := map[string]bool{}
 	for _, p := range strings.Split(o.phases, ",") {
-		switch p = strings.TrimSpace(p); p {
-		case "cold", "ttfb", "warm", "tls":
-			phases[p] = true
-		default:
-			return 0, fmt.Errorf("-phases: unknown phase %q (cold, ttfb, warm, tls)", p)
+		p = strings.TrimSpace(p)
+		known := false
+		for _, a := range allPhases {
+			known = known || a == p
 		}
+		if !known {
+			return 0, fmt.Errorf("-phases: unknown phase %q (%s)", p, strings.Join(allPhases, ", "))
+		}
+		phases[p] = true
 	}
 	// nginx workers drop to an unprivileged user when started as root: let it in.
 	os.Chmod(o.work, 0o755)
@@ -464,6 +511,8 @@ func run(ctx context.Context, o *options) (int, error) {
 		"cdn_limit_rate": o.rate, "layer_size": o.layerSize, "ttfb_size": o.ttfbSize,
 		"warm_size": o.warmSize, "cold_reps": o.coldReps, "ttfb_reps": o.ttfbReps,
 		"warm_reps": o.warmReps, "parallel": o.parallel, "min_served": o.minServed,
+		"tls_reps": o.tlsReps, "cold16_reps": o.cold16Reps, "cold16_parts": cold16Parts,
+		"resume_reps": o.resumeReps, "resume_at": resumeAt,
 		"shoal_env": shoalEnv(), "phases": o.phases,
 	}
 
@@ -481,24 +530,15 @@ func run(ctx context.Context, o *options) (int, error) {
 	if err := b.calibrate(ctx); err != nil {
 		return 0, err
 	}
-	if phases["cold"] {
-		if err := b.cold(ctx); err != nil {
-			return 0, err
-		}
+	runs := map[string]func(context.Context) error{
+		"cold": b.cold, "cold16": b.cold16, "ttfb": b.ttfb, "warm": b.warm,
+		"resume": b.resume, "tls": b.tlsCost,
 	}
-	if phases["ttfb"] {
-		if err := b.ttfb(ctx); err != nil {
-			return 0, err
-		}
-	}
-	if phases["warm"] {
-		if err := b.warm(ctx); err != nil {
-			return 0, err
-		}
-	}
-	if phases["tls"] {
-		if err := b.tlsCost(ctx); err != nil {
-			return 0, err
+	for _, p := range allPhases {
+		if phases[p] {
+			if err := runs[p](ctx); err != nil {
+				return 0, err
+			}
 		}
 	}
 	rep.Pass = true
@@ -555,6 +595,7 @@ func (b *bench) cold(ctx context.Context) error {
 	o, d, up, rep := b.o, b.d, b.up, b.rep
 	name := func(port int) string { return fmt.Sprintf("127.0.0.1:%d/library/bench:1", port) }
 	var direct, via, directLayer, viaLayer []float64
+	pulled := d.Layer.Size + d.Config.Size
 	for i := 0; i < o.coldReps; i++ {
 		order := []string{"direct", "shoal"}
 		if i%2 == 1 {
@@ -567,6 +608,7 @@ func (b *bench) cold(ctx context.Context) error {
 			// gopull's file). Start each from a settled page cache, so that no pull pays
 			// for the writeback of the one before it.
 			syscall.Sync()
+			mark := up.mark()
 			if which == "direct" {
 				meter := newCPUMeter(map[string]int{"nginx": up.proc.pid()})
 				r, err := runPull(ctx, o, d, name(up.regPort), tag)
@@ -605,11 +647,16 @@ func (b *bench) cold(ctx context.Context) error {
 				}
 				via, viaLayer = append(via, s.Secs), append(viaLayer, s.LayerSecs)
 			}
+			var err error
+			if s.CDN, err = up.cdnSince(mark); err != nil {
+				return err
+			}
+			s.CDNPerBlob = s.CDN.per(pulled)
 			rep.Cold = append(rep.Cold, s)
-			extra := ""
+			extra := fmt.Sprintf(", CDN sent %.4f× the blobs in %d requests", s.CDNPerBlob, s.CDN.Requests)
 			if which == "shoal" {
-				extra = fmt.Sprintf(", shoal fetched %.3f GB upstream, committed %.2f s after the pull, peak RSS %.1f MB",
-					float64(s.Upstream)/1e9, s.CommitSecs, float64(s.VmHWM)/1e6)
+				extra += fmt.Sprintf(", shoal fetched %.3f GB upstream (%.4f×), committed %.2f s after the pull, peak RSS %.1f MB",
+					float64(s.Upstream)/1e9, float64(s.Upstream)/float64(pulled), s.CommitSecs, float64(s.VmHWM)/1e6)
 			}
 			extra += fmt.Sprintf("; CPU s: gopull %.1f nginx %.1f", s.CPU["gopull"], s.CPU["nginx"])
 			if which == "shoal" {
@@ -628,7 +675,29 @@ func (b *bench) cold(ctx context.Context) error {
 		fmt.Sprintf("gopull of a %s layer + config, median of %d: shoal %.2f s [%s] vs direct %.2f s [%s]; layer download phase alone (before gopull's sha256 pass): %.3f (shoal %.2f s vs %.2f s)",
 			sizeStr(d.Layer.Size), o.coldReps, median(via), fmtList(via, 2), median(direct), fmtList(direct, 2),
 			layerRatio, median(viaLayer), median(directLayer))))
+	var cdnVia, cdnDirect, upVia []float64
+	for _, s := range rep.Cold {
+		if s.Via == "shoal" {
+			cdnVia, upVia = append(cdnVia, s.CDNPerBlob), append(upVia, float64(s.Upstream)/float64(pulled))
+		} else {
+			cdnDirect = append(cdnDirect, s.CDNPerBlob)
+		}
+	}
+	rep.Figures = append(rep.Figures, cdnFigure("cold", cdnVia, upVia,
+		fmt.Sprintf("each gopull through a fresh shoal (layer + config, %d B)", pulled),
+		"direct gopull pulls, counted the same way: "+ratioStats(cdnDirect)))
 	return nil
+}
+
+// cdnFigure is "CDN bytes sent ÷ blob bytes" over a phase's cold fills: the median, with
+// the max and shoal's own upstream_bytes in the detail (then `also`, if any).
+func cdnFigure(phase string, cdn, shoalUp []float64, what, also string) figure {
+	d := fmt.Sprintf("%s: the CDN's $bytes_sent (headers included) / blob %s; shoal's own upstream_bytes / blob %s",
+		what, ratioStats(cdn), ratioStats(shoalUp))
+	if also != "" {
+		d += "; " + also
+	}
+	return mkFigure("CDN bytes sent / blob, "+phase, median(cdn), "×", 1.01, 1.05, d)
 }
 
 // ttfb: first byte of 1 KiB ranges of an uncached blob, a fresh shoal for every sample.
@@ -702,29 +771,37 @@ func (b *bench) warm(ctx context.Context) error {
 			return fmt.Errorf("warm-up %s: %v", u, err)
 		}
 	}
+	wc := &warmCPU{}
 	for i := 0; i < o.warmReps; i++ {
 		order := []string{"nginx", "shoal"}
 		if i%2 == 1 {
 			order = []string{"shoal", "nginx"}
 		}
 		for _, which := range order {
-			u := nginxURL
+			u, cpu := nginxURL, func() float64 { return groupCPUSecs(up.proc.pid()) }
 			if which == "shoal" {
-				u = blobURL
+				u, cpu = blobURL, func() float64 { return cpuSecs(sh.p.pid()) }
 			}
+			c0 := cpu()
 			el, err := rangeGet(ctx, u, d.Warm.Size, o.parallel)
 			if err != nil {
 				return fmt.Errorf("warm %s: %v", which, err)
 			}
+			used := cpu() - c0
 			if which == "shoal" {
 				rep.WarmShoal = append(rep.WarmShoal, el.Seconds())
+				wc.ShoalSecs += used
 			} else {
 				rep.WarmNginx = append(rep.WarmNginx, el.Seconds())
+				wc.NginxSecs += used
 			}
-			logf("warm %d %-5s %d×%s ranges: %.3f s (%.0f MB/s)", i+1, which, o.parallel,
-				human(d.Warm.Size/int64(o.parallel)), el.Seconds(), float64(d.Warm.Size)/el.Seconds()/1e6)
+			logf("warm %d %-5s %d×%s ranges: %.3f s (%.0f MB/s), %s CPU %.2f s", i+1, which, o.parallel,
+				human(d.Warm.Size/int64(o.parallel)), el.Seconds(), float64(d.Warm.Size)/el.Seconds()/1e6, which, used)
 		}
 	}
+	wc.GiB = float64(o.warmReps) * float64(d.Warm.Size) / (1 << 30)
+	wc.ShoalSecsGiB, wc.NginxSecsGiB = wc.ShoalSecs/wc.GiB, wc.NginxSecs/wc.GiB
+	rep.WarmCPU = wc
 	step("warm ranged reads")
 	m, err := sh.stats()
 	if err != nil {
@@ -753,6 +830,12 @@ func (b *bench) warm(ctx context.Context) error {
 	rep.Figures = append(rep.Figures, mkFigure("warm serving ratio (shoal / nginx)", warmRatio, "×", 1.0, 1.25,
 		fmt.Sprintf("%d parallel ranged GETs of a cached %s blob, median of %d: shoal %.3f s [%s] vs nginx %.3f s [%s]",
 			o.parallel, sizeStr(d.Warm.Size), o.warmReps, median(rep.WarmShoal), fmtList(rep.WarmShoal, 3), median(rep.WarmNginx), fmtList(rep.WarmNginx, 3))))
+	cpuWhat := fmt.Sprintf("utime+stime over the %d timed rounds each (%.2f GiB each)", o.warmReps, wc.GiB)
+	rep.Figures = append(rep.Figures,
+		mkInfo("warm CPU-s per GiB served: shoal", wc.ShoalSecsGiB, "s/GiB",
+			fmt.Sprintf("shoal %.2f s, %s; %.2f× nginx's", wc.ShoalSecs, cpuWhat, wc.ShoalSecsGiB/wc.NginxSecsGiB)),
+		mkInfo("warm CPU-s per GiB served: nginx", wc.NginxSecsGiB, "s/GiB",
+			fmt.Sprintf("nginx (master + workers, sendfile) %.2f s, %s", wc.NginxSecs, cpuWhat)))
 	cold := "no cold-pull phase in this run"
 	if rep.ColdMaxRSS > 0 {
 		cold = fmt.Sprintf("cold-pull shoals peaked at %.1f MB", float64(rep.ColdMaxRSS)/1e6)
@@ -773,6 +856,11 @@ func shoalEnv() []string {
 	return e
 }
 
+// mkInfo is a figure recorded for comparison, with neither goal nor limit.
+func mkInfo(name string, v float64, unit string, detail string) figure {
+	return figure{Name: name, Value: v, Unit: unit, Detail: detail, Info: true, Pass: true, MetGoal: true}
+}
+
 func mkFigure(name string, v float64, unit string, goal, limit float64, detail string) figure {
 	f := figure{Name: name, Value: v, Unit: unit, Goal: goal, Limit: limit, Detail: detail}
 	f.Pass = !math.IsNaN(v) && v <= limit
@@ -786,19 +874,21 @@ func printSummary(rep *report) {
 	fmt.Printf("load average %s at start, %s at end; %.0f s\n", rep.Host["loadavg_start"], rep.Host["loadavg_end"], rep.Elapsed)
 	fmt.Printf("upstream CDN: limit_rate %v per connection, measured %.1f MB/s on one connection\n\n",
 		rep.Params["cdn_limit_rate"], rep.CDNRateMBps)
-	fmt.Printf("%-36s %12s %8s %8s  %s\n", "figure", "value", "goal", "limit", "result")
+	fmt.Printf("%-44s %12s %8s %8s  %s\n", "figure", "value", "goal", "limit", "result")
 	for _, f := range rep.Figures {
 		goal, limit := "-", fmtVal(f.Limit, f.Unit)
 		if f.Goal != 0 {
 			goal = fmtVal(f.Goal, f.Unit)
 		}
 		res := "PASS"
-		if !f.Pass {
+		if f.Info {
+			limit, res = "-", "info"
+		} else if !f.Pass {
 			res = "FAIL"
 		} else if !f.MetGoal {
 			res = "pass (misses goal)"
 		}
-		fmt.Printf("%-36s %12s %8s %8s  %s\n", f.Name, fmtVal(f.Value, f.Unit), goal, limit, res)
+		fmt.Printf("%-44s %12s %8s %8s  %s\n", f.Name, fmtVal(f.Value, f.Unit), goal, limit, res)
 	}
 	fmt.Println()
 	for _, f := range rep.Figures {
@@ -818,6 +908,8 @@ func fmtVal(v float64, unit string) string {
 		return fmt.Sprintf("%.1f MB", v)
 	case "s":
 		return fmt.Sprintf("%.3f s", v)
+	case "s/GiB":
+		return fmt.Sprintf("%.2f s/GiB", v)
 	default:
 		return fmt.Sprintf("%.3f", v)
 	}

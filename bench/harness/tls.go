@@ -9,6 +9,13 @@ import (
 	"time"
 )
 
+type tlsColdSample struct {
+	Mode       string   `json:"mode"`
+	Upstream   int64    `json:"shoal_upstream_bytes"`
+	CDN        cdnCount `json:"cdn"`
+	CDNPerBlob float64  `json:"cdn_bytes_per_blob_byte"`
+}
+
 // tlsCost: what HTTPS-proxy mode costs against the mirror name. gopull pulls the same model
 // through a fresh shoal by its mirror name (plain HTTP/1.1, -insecure) and through another
 // fresh shoal as HTTPS_PROXY with its CA trusted (CONNECT, TLS, HTTP/2, the plain name
@@ -16,6 +23,7 @@ import (
 func (b *bench) tlsCost(ctx context.Context) error {
 	o, d, rep := b.o, b.d, b.rep
 	times := map[string][]float64{}
+	pulled := d.Layer.Size + d.Config.Size
 	for i := 0; i < o.tlsReps; i++ {
 		order := []string{"mirror", "proxy"}
 		if i%2 == 1 {
@@ -24,6 +32,8 @@ func (b *bench) tlsCost(ctx context.Context) error {
 		for _, mode := range order {
 			tag := fmt.Sprintf("tls%d-%s", i, mode)
 			syscall.Sync()
+			mark := b.up.mark()
+			cs := tlsColdSample{Mode: mode}
 			sh, err := startShoal(o, b.up, tag)
 			if err != nil {
 				return err
@@ -57,16 +67,33 @@ func (b *bench) tlsCost(ctx context.Context) error {
 				times[mode+"-"+phase] = append(times[mode+"-"+phase], r.Secs)
 				logf("tls %d %-6s %s pull %.2f s (layer %.2f s) protos %v", i+1, mode, phase, r.Secs, r.layerSecs(d), r.Protos)
 				if phase == "cold" {
-					if _, err := sh.waitIdle(2, 60*time.Second); err != nil {
+					m, err := sh.waitIdle(2, 60*time.Second)
+					if err != nil {
 						sh.stop(o)
 						return err
 					}
+					cs.Upstream = statInt(m, "upstream_bytes")
 					syscall.Sync()
 				}
 			}
 			sh.stop(o)
+			// The warm pull asks the CDN for nothing, so the whole run's CDN lines are the
+			// cold fill's.
+			if cs.CDN, err = b.up.cdnSince(mark); err != nil {
+				return err
+			}
+			cs.CDNPerBlob = cs.CDN.per(pulled)
+			rep.TLSCold = append(rep.TLSCold, cs)
+			logf("tls %d %-6s CDN sent %.4f× the blobs in %d requests, shoal fetched %.4f×", i+1, mode,
+				cs.CDNPerBlob, cs.CDN.Requests, float64(cs.Upstream)/float64(pulled))
 		}
 	}
+	var cdn, up []float64
+	for _, cs := range rep.TLSCold {
+		cdn, up = append(cdn, cs.CDNPerBlob), append(up, float64(cs.Upstream)/float64(pulled))
+	}
+	rep.Figures = append(rep.Figures, cdnFigure("tls cold pulls", cdn, up,
+		fmt.Sprintf("each cold gopull through a fresh shoal, both modes (%d B; the shoal's warm pull is in the window too)", pulled), ""))
 	for _, phase := range []string{"cold", "warm"} {
 		proxy, mirror := times["proxy-"+phase], times["mirror-"+phase]
 		ratio := median(proxy) / median(mirror)
