@@ -115,7 +115,13 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), upstream = %cfg.upstream, blobs, bytes, max_connections, "shoal serving");
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let peers = Peers::new(store.clone(), &cfg.peers, cfg.p2p.swarm_key.clone()).await?;
+    let peers = Peers::new(
+        store.clone(),
+        &cfg.peers,
+        cfg.p2p.swarm_key.clone(),
+        addr.port(),
+    )
+    .await?;
     let mirror = Mirror::new(
         store.clone(),
         upstream,

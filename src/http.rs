@@ -315,7 +315,11 @@ async fn dispatch(
     conn: Conn,
 ) -> Result<Response<Body>, HttpError> {
     let method = req.method().clone();
-    if method != Method::GET && method != Method::HEAD {
+    let allowed = match route {
+        Endpoint::News => method == Method::POST,
+        _ => method == Method::GET || method == Method::HEAD,
+    };
+    if !allowed {
         return Err(HttpError::Method(method));
     }
     match route {
@@ -331,6 +335,8 @@ async fn dispatch(
         Endpoint::Torrent { digest } => p2p::torrent(state, &req, &digest, conn).await,
         Endpoint::Announce { key } => p2p::announce(state, &req, key.as_deref(), conn).await,
         Endpoint::Catalog => p2p::catalog(state, &req, conn).await,
+        Endpoint::BlobState { digest } => p2p::blob_state(state, &req, &digest, conn).await,
+        Endpoint::News => p2p::news(state, req, conn).await,
         Endpoint::Peers => p2p::peers(state).await,
         Endpoint::Torrents => p2p::torrents(state),
         Endpoint::CaPem => admin::ca_pem(state),

@@ -41,7 +41,9 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub use read::{BlobRead, BlobSource, BlobStream};
 
 use budget::Budget;
-use fill::{Fill, FillCtx, PeerSource, Source, UpstreamBlob, UpstreamSource, WorkerConfig};
+use fill::{
+    Fill, FillCtx, LanSource, PeerSource, Source, UpstreamBlob, UpstreamSource, WorkerConfig,
+};
 use flight::{Flights, Found};
 
 /// The BitTorrent side, as the blob path uses it.
@@ -213,22 +215,43 @@ pub struct Mirror {
 
 /// Where a blob's bytes would come from when it is neither held nor filling.
 enum Origin {
-    /// Upstream, as probed.
+    /// Upstream, as probed: this node fetches it for the LAN.
     Upstream(upstream::BlobProbe),
-    /// Peers whose catalogs list it (size from their catalogs); upstream if they stall.
+    /// Peers that hold it (size from them), over BitTorrent; upstream if they stall.
     Peers {
         size: u64,
         holders: Vec<store::Holder>,
+    },
+    /// The node that fetches it from upstream for the LAN, as its bytes land there;
+    /// upstream if that node goes away.
+    Lan {
+        peer: String,
+        probe: upstream::BlobProbe,
     },
 }
 
 impl Origin {
     fn size(&self) -> u64 {
         match self {
-            Origin::Upstream(p) => p.size,
+            Origin::Upstream(p) | Origin::Lan { probe: p, .. } => p.size,
             Origin::Peers { size, .. } => *size,
         }
     }
+}
+
+/// What this node has of a blob, for a peer that asks.
+pub enum Here {
+    /// Cached whole, with its torrent's infohash.
+    Held {
+        size: u64,
+        infohash: Option<[u8; 20]>,
+    },
+    /// Being filled; `upstream` when this node fetches it from upstream.
+    Filling {
+        size: u64,
+        upstream: bool,
+    },
+    Nothing,
 }
 
 impl Mirror {
@@ -290,6 +313,24 @@ impl Mirror {
         self.inner.fills.len()
     }
 
+    /// What this node has of `digest` (a peer's question).
+    pub async fn here(&self, digest: &Digest) -> Here {
+        if let Some(size) = self.inner.store.blob_size(digest) {
+            let infohash = match self.inner.store.torrent(*digest).await {
+                Ok(t) => t.map(|t| t.infohash),
+                Err(_) => None,
+            };
+            return Here::Held { size, infohash };
+        }
+        match self.inner.fills.get(digest) {
+            Some(fill) => Here::Filling {
+                size: fill.size(),
+                upstream: fill.source() == BlobSource::Upstream,
+            },
+            None => Here::Nothing,
+        }
+    }
+
     /// Starts the fill that `lookup` found to be needed: reserves its space, runs its
     /// sources, and frees the digest (`permit`) only once the outcome is published, so
     /// the blob is in the store before a new request can miss it there.
@@ -306,6 +347,7 @@ impl Mirror {
         let size = fill.size();
         let worker_cfg = WorkerConfig {
             stall_timeout: inner.cfg.fetch.stall_timeout,
+            from_peers: false,
         };
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
         let probe = match origin {
@@ -320,6 +362,21 @@ impl Mirror {
                 }
                 None
             }
+            Origin::Lan { peer, probe } => {
+                if let Some(p2p) = &inner.p2p {
+                    tracing::info!(%digest, %peer, "another node fetches this blob for the LAN; taking its bytes as they land");
+                    sources.push(Box::new(LanSource::new(
+                        p2p.peers.clone(),
+                        peer,
+                        repo.clone(),
+                        digest,
+                        meta.clone(),
+                        worker_cfg.clone(),
+                        inner.cfg.peer_stall,
+                    )));
+                }
+                Some(probe)
+            }
         };
         let blob = UpstreamBlob::new(
             inner.upstream.clone(),
@@ -333,7 +390,16 @@ impl Mirror {
         );
         sources.push(Box::new(UpstreamSource::new(blob, worker_cfg)));
         // Readers say where their bytes come from as they start, before the fill runs.
-        fill.set_source(sources[0].kind());
+        let first = sources[0].kind();
+        fill.set_source(first);
+        let news = inner.p2p.as_ref().map(|p| p.peers.clone());
+        if let (Some(peers), BlobSource::Upstream) = (&news, first) {
+            // This node fetches it from upstream: the LAN should come here for it.
+            let peers = peers.clone();
+            tokio::spawn(async move {
+                peers.announce(peers.news_filling(digest, size)).await;
+            });
+        }
         Stats::add(&inner.stats.fills_started, 1);
         let (ctx, budget) = (inner.fill_ctx.clone(), inner.budget.clone());
         let span = tracing::info_span!("fill", %digest, %repo);
@@ -343,6 +409,17 @@ impl Mirror {
                 fill.run(&ctx, sources).await;
                 drop(permit);
                 drop(reservation);
+                if let (Some(peers), Ok(())) = (news, fill.verified().await) {
+                    // Cached: every node on the LAN may take it from here now.
+                    if let Ok(Some(t)) = ctx.store.torrent(digest).await {
+                        let entry = store::CatalogEntry {
+                            digest,
+                            size,
+                            infohash: t.infohash,
+                        };
+                        tokio::spawn(async move { peers.announce(peers.news_have(entry)).await });
+                    }
+                }
                 budget.enforce().await;
             }
             .instrument(span),
@@ -379,21 +456,36 @@ impl Mirror {
         Ok(self.origin(repo, digest, meta).await?.size())
     }
 
-    /// Where a blob that is neither held nor filling would come from: peers that hold it
-    /// (no upstream request at all), else upstream.
+    /// Where a blob that is neither held nor filling would come from, the LAN first:
+    /// 1. peers known to hold it (catalogs, news), or that say so when asked now: over
+    ///    BitTorrent, with no upstream request at all;
+    /// 2. else (upstream probed for its size and location) the node that fetches it from
+    ///    upstream already, or the one that should (the LAN's owner of the digest): its
+    ///    bytes as they land there;
+    /// 3. else upstream, from here.
+    ///
+    /// A request from another node skips the LAN question and the owner: it never relays.
     async fn origin(&self, repo: &RepoName, digest: &Digest, meta: &ClientMeta) -> Result<Origin> {
-        if let Some(p2p) = &self.inner.p2p {
-            match p2p.peers.holders(digest).await {
-                Ok(holders) if !holders.is_empty() => {
-                    return Ok(Origin::Peers {
-                        size: holders[0].size,
-                        holders,
-                    })
-                }
-                Ok(_) => {}
+        let p2p = self.inner.p2p.as_ref();
+        let mut view = None;
+        if let Some(p2p) = p2p {
+            let mut holders = match p2p.peers.holders(digest).await {
+                Ok(h) => h,
                 Err(e) => {
-                    tracing::warn!(error = %crate::telemetry::chain(&e), "peer catalog lookup failed")
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "peer catalog lookup failed");
+                    Vec::new()
                 }
+            };
+            if holders.is_empty() && !meta.from_peer {
+                let asked = p2p.peers.ask(digest).await;
+                holders = asked.holders.clone();
+                view = Some(asked);
+            }
+            if let Some(h) = holders.first() {
+                return Ok(Origin::Peers {
+                    size: h.size,
+                    holders,
+                });
             }
         }
         let probe = self
@@ -404,7 +496,23 @@ impl Mirror {
                 digest: *digest,
                 source,
             })?;
-        Ok(Origin::Upstream(probe))
+        let (Some(p2p), Some(view)) = (p2p, view) else {
+            return Ok(Origin::Upstream(probe));
+        };
+        if let Some((peer, size)) = view.fetcher {
+            if size == probe.size {
+                return Ok(Origin::Lan { peer, probe });
+            }
+        }
+        let mut nodes = vec![p2p.peers.node_id()];
+        nodes.extend(view.answered.iter().map(|(_, id)| id.as_str()));
+        match crate::p2p::lan::owner(digest, &nodes) {
+            Some(i) if i > 0 => Ok(Origin::Lan {
+                peer: view.answered[i - 1].0.clone(),
+                probe,
+            }),
+            _ => Ok(Origin::Upstream(probe)),
+        }
     }
 
     /// Opens a blob for reading, whole or a range of it. A blob neither held nor filling

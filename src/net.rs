@@ -4,13 +4,15 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::TokioExecutor;
 
 /// A client for plain-HTTP GETs (peers, a running shoal).
 pub type PlainClient = Client<HttpConnector, Empty<Bytes>>;
+/// The same, for requests with a body.
+pub type PostClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A client builder with shoal's pool settings.
 pub fn builder() -> Builder {
@@ -27,6 +29,11 @@ pub fn connector<R>(mut http: HttpConnector<R>, connect_timeout: Duration) -> Ht
     http
 }
 
-pub fn plain_client(connect_timeout: Duration) -> PlainClient {
+/// A plain-HTTP client, for bodies of type `B` (`PlainClient`, `PostClient`).
+pub fn plain_client<B>(connect_timeout: Duration) -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     builder().build(connector(HttpConnector::new(), connect_timeout))
 }

@@ -4,6 +4,7 @@
 //! Must not: reach the public internet (no DHT), or accept a blob it did not verify.
 
 pub mod discovery;
+pub mod lan;
 mod peers;
 mod storage;
 mod swarm;

@@ -687,6 +687,21 @@ impl Store {
             .await
     }
 
+    pub async fn add_peer_blobs(&self, url: String, entries: Vec<CatalogEntry>) -> Result<()> {
+        self.with_db(move |c| index::add_peer_blobs(c, &url, &entries))
+            .await
+    }
+
+    pub async fn remove_peer_blobs(&self, url: String, digests: Vec<Digest>) -> Result<()> {
+        self.with_db(move |c| index::remove_peer_blobs(c, &url, &digests))
+            .await
+    }
+
+    pub async fn peer_by_node(&self, node_id: String) -> Result<Option<String>> {
+        self.with_db(move |c| index::peer_by_node(c, &node_id))
+            .await
+    }
+
     pub async fn peers_with_infohash(&self, infohash: [u8; 20]) -> Result<Vec<String>> {
         self.with_db(move |c| index::peers_with_infohash(c, &infohash))
             .await

@@ -119,6 +119,8 @@ fn redact(u: &Url) -> String {
 pub struct ClientMeta {
     pub user_agent: Option<HeaderValue>,
     pub accept: Vec<HeaderValue>,
+    /// The request came from another shoal node (it is never relayed to a third).
+    pub from_peer: bool,
 }
 
 impl ClientMeta {

@@ -53,6 +53,8 @@ pub enum HttpError {
     Build(#[from] http::Error),
     #[error("cannot encode the answer")]
     Encode(#[from] serde_json::Error),
+    #[error("the request body is not valid: {0}")]
+    BadBody(String),
 }
 
 /// What the failing request was about, to pick BLOB_UNKNOWN vs MANIFEST_UNKNOWN.
@@ -106,7 +108,9 @@ impl HttpError {
             HttpError::SwarmKey | HttpError::ProxyRefused { .. } => {
                 (S::FORBIDDEN, ErrorCode::Denied)
             }
-            HttpError::ConnectTarget(_) => (S::BAD_REQUEST, ErrorCode::Unsupported),
+            HttpError::ConnectTarget(_) | HttpError::BadBody(_) => {
+                (S::BAD_REQUEST, ErrorCode::Unsupported)
+            }
             HttpError::Tunnel { .. } => (S::BAD_GATEWAY, ErrorCode::Unavailable),
             HttpError::Tls(_) | HttpError::Build(_) | HttpError::Encode(_) => {
                 (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable)

@@ -11,7 +11,11 @@ use hyper::body::Incoming;
 use super::admin::json;
 use super::error::HttpError;
 use super::{full, Body, Conn, State};
+use http_body_util::BodyExt;
+
+use crate::mirror::Here;
 use crate::oci::Digest;
+use crate::p2p::lan::{BlobState, News, MAX_NEWS};
 use crate::p2p::SWARM_KEY_HEADER;
 
 /// Same-length comparison that looks at every byte, so the key is not guessable by timing.
@@ -116,4 +120,66 @@ pub async fn peers(state: &State) -> Result<Response<Body>, HttpError> {
 
 pub fn torrents(state: &State) -> Result<Response<Body>, HttpError> {
     json(&serde_json::json!({ "torrents": state.swarm.list() }))
+}
+
+/// A peer asks what this node has of a blob (LAN single flight, `p2p::lan`).
+pub async fn blob_state(
+    state: &State,
+    req: &Request<Incoming>,
+    digest: &Digest,
+    conn: Conn,
+) -> Result<Response<Body>, HttpError> {
+    if !admitted(state, req) {
+        return Err(HttpError::SwarmKey);
+    }
+    let node_id = state.peers.node_id().to_owned();
+    let answer = match state.mirror.here(digest).await {
+        Here::Held { size, infohash } => BlobState {
+            node_id,
+            state: "held".into(),
+            size: Some(size),
+            infohash: infohash.map(hex::encode),
+            bt_addr: Some(state.swarm.advertised(conn.local)),
+            upstream: false,
+        },
+        Here::Filling { size, upstream } => BlobState {
+            node_id,
+            state: "filling".into(),
+            size: Some(size),
+            infohash: None,
+            bt_addr: None,
+            upstream,
+        },
+        Here::Nothing => BlobState {
+            node_id,
+            state: "none".into(),
+            size: None,
+            infohash: None,
+            bt_addr: None,
+            upstream: false,
+        },
+    };
+    json(&answer)
+}
+
+/// A peer's news: it cached a blob, or started fetching one from upstream.
+pub async fn news(
+    state: &State,
+    req: Request<Incoming>,
+    conn: Conn,
+) -> Result<Response<Body>, HttpError> {
+    if !admitted(state, &req) {
+        return Err(HttpError::SwarmKey);
+    }
+    let body = http_body_util::Limited::new(req.into_body(), MAX_NEWS)
+        .collect()
+        .await
+        .map_err(|e| HttpError::BadBody(e.to_string()))?
+        .to_bytes();
+    let news: News =
+        serde_json::from_slice(&body).map_err(|e| HttpError::BadBody(e.to_string()))?;
+    state.peers.heard(news, conn.peer).await;
+    Ok(Response::builder()
+        .status(http::StatusCode::NO_CONTENT)
+        .body(super::empty())?)
 }

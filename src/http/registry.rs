@@ -38,6 +38,7 @@ fn client_meta(req: &Request<Incoming>) -> ClientMeta {
     ClientMeta {
         user_agent: req.headers().get(USER_AGENT).cloned(),
         accept: req.headers().get_all(ACCEPT).iter().cloned().collect(),
+        from_peer: req.headers().contains_key(crate::p2p::lan::PEER_HEADER),
     }
 }
 

@@ -15,6 +15,12 @@ pub enum Endpoint {
     Torrent {
         digest: Digest,
     },
+    /// `GET /_shoal/v1/blobs/sha256:<hex>`: what this node has of a blob (a peer asks).
+    BlobState {
+        digest: Digest,
+    },
+    /// `POST /_shoal/v1/news`: a peer cached a blob or started fetching one.
+    News,
     /// `GET /announce` or `/announce/<swarm key>`: the BitTorrent tracker.
     Announce {
         key: Option<String>,
@@ -44,6 +50,7 @@ pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
         "/_shoal/v1/peers" => return Ok(Endpoint::Peers),
         "/_shoal/v1/torrents" => return Ok(Endpoint::Torrents),
         "/_shoal/v1/ca.pem" => return Ok(Endpoint::CaPem),
+        "/_shoal/v1/news" => return Ok(Endpoint::News),
         _ => {}
     }
     if let Some(key) = path.strip_prefix("/announce/") {
@@ -58,6 +65,9 @@ pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
         return match rest.strip_suffix("/torrent") {
             Some(digest) => Ok(Endpoint::Torrent {
                 digest: digest.parse()?,
+            }),
+            None if !rest.contains('/') => Ok(Endpoint::BlobState {
+                digest: rest.parse()?,
             }),
             None => Err(RouteError::NotFound),
         };
@@ -96,8 +106,15 @@ mod tests {
             endpoint("/_shoal/v1/blobs/sha256:../torrent"),
             Err(RouteError::Digest(_))
         ));
+        assert_eq!(
+            endpoint(&format!("/_shoal/v1/blobs/sha256:{HEX}")),
+            Ok(Endpoint::BlobState {
+                digest: format!("sha256:{HEX}").parse().unwrap()
+            })
+        );
+        assert_eq!(endpoint("/_shoal/v1/news"), Ok(Endpoint::News));
         for path in [
-            format!("/_shoal/v1/blobs/sha256:{HEX}"),
+            format!("/_shoal/v1/blobs/sha256:{HEX}/x"),
             "/announce/".to_owned(),
             "/announce/a/b".to_owned(),
             format!("/announce/{}", "k".repeat(MAX_KEY + 1)),

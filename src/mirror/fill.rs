@@ -20,6 +20,7 @@
 //! the digest matched.
 
 mod hash;
+mod lan;
 mod peers;
 mod upstream;
 
@@ -45,6 +46,7 @@ use crate::p2p::torrent::{piece_length, TorrentInfo};
 use crate::stats::Stats;
 use crate::store::Store;
 
+pub use lan::LanSource;
 pub use peers::PeerSource;
 pub use upstream::{UpstreamBlob, UpstreamSource, WorkerConfig};
 

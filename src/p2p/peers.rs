@@ -50,7 +50,12 @@ pub struct Peers {
     store: Store,
     node_id: String,
     swarm_key: Option<String>,
+    /// This node's HTTP port, for the news it sends.
+    http_port: u16,
     client: crate::net::PlainClient,
+    news_client: crate::net::PostClient,
+    /// Fills other nodes said they started.
+    fills: super::lan::HeardFills,
     /// (peer, digest) pairs whose bytes failed verification: not asked again for that blob.
     distrusted: std::sync::Mutex<std::collections::HashSet<(String, Digest)>>,
     /// Nodes heard by discovery, and when: a node is (re)contacted at most once a minute.
@@ -62,6 +67,7 @@ impl Peers {
         store: Store,
         static_peers: &[PeerUrl],
         swarm_key: Option<String>,
+        http_port: u16,
     ) -> Result<Arc<Peers>, Error> {
         let node_id = store.node_id().await?;
         for url in static_peers {
@@ -71,8 +77,11 @@ impl Peers {
             store,
             node_id,
             swarm_key,
+            http_port,
             // Peers are on the LAN: one that does not answer in 3 s is not there.
             client: crate::net::plain_client(Duration::from_secs(3)),
+            news_client: crate::net::plain_client(Duration::from_secs(3)),
+            fills: Default::default(),
             distrusted: Default::default(),
             heard: Default::default(),
         }))
@@ -84,6 +93,26 @@ impl Peers {
 
     pub fn swarm_key(&self) -> Option<&str> {
         self.swarm_key.as_deref()
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(super) fn client(&self) -> &crate::net::PlainClient {
+        &self.client
+    }
+
+    pub(super) fn news_client(&self) -> &crate::net::PostClient {
+        &self.news_client
+    }
+
+    pub(super) fn heard_fills(&self) -> &super::lan::HeardFills {
+        &self.fills
     }
 
     /// This node's catalog, as served to a peer that reached it at `local`.

@@ -331,6 +331,56 @@ pub(super) fn replace_catalog(
     tx.commit()
 }
 
+/// Adds to `url`'s catalog what it says it holds now (its news), without the whole catalog.
+pub(super) fn add_peer_blobs(
+    conn: &mut Connection,
+    url: &str,
+    entries: &[CatalogEntry],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare(
+            "INSERT OR REPLACE INTO peer_blobs (peer_url, digest, size, infohash)
+             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM peers WHERE url = ?1)",
+        )?;
+        for e in entries {
+            stmt.execute(params![
+                url,
+                e.digest.to_string(),
+                e.size as i64,
+                &e.infohash[..]
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Drops blobs from `url`'s catalog (it no longer holds them).
+pub(super) fn remove_peer_blobs(
+    conn: &mut Connection,
+    url: &str,
+    digests: &[Digest],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare("DELETE FROM peer_blobs WHERE peer_url = ?1 AND digest = ?2")?;
+        for d in digests {
+            stmt.execute(params![url, d.to_string()])?;
+        }
+    }
+    tx.commit()
+}
+
+/// The URL under which the node `node_id` is known, if it is.
+pub(super) fn peer_by_node(conn: &Connection, node_id: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT url FROM peers WHERE node_id = ?1 ORDER BY last_ok_ms DESC LIMIT 1",
+        [node_id],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
 /// Records a failed fetch; a peer that keeps failing loses its catalog (it is gone), and a
 /// discovered one is forgotten altogether.
 pub(super) fn peer_failed(

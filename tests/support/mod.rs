@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod client;
 pub mod gopull;
+pub mod lan;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use shoal::config::Config;
 pub use binary::*;
 pub use client::*;
 pub use gopull::*;
+pub use lan::*;
 pub use upstream::*;
 
 /// Every test runs under this bound, so a hang fails instead of blocking CI.

@@ -203,6 +203,7 @@ impl Rig {
             cdn.clone(),
             WorkerConfig {
                 stall_timeout: stall,
+                from_peers: false,
             },
         ))
     }

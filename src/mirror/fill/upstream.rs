@@ -93,22 +93,46 @@ pub trait RangeFetch: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub stall_timeout: Duration,
+    /// Count what arrives as bytes from peers (another node), not from upstream.
+    pub from_peers: bool,
 }
 
 pub struct UpstreamSource {
     fetch: Arc<dyn RangeFetch>,
     cfg: WorkerConfig,
+    kind: BlobSource,
+    /// For a source that is not the last resort (another node): it gives up, and the next
+    /// source takes over, when nothing lands for this long or a request fails outright.
+    give_up: Option<Duration>,
 }
 
 impl UpstreamSource {
     pub fn new(fetch: Arc<dyn RangeFetch>, cfg: WorkerConfig) -> UpstreamSource {
-        UpstreamSource { fetch, cfg }
+        UpstreamSource {
+            fetch,
+            cfg,
+            kind: BlobSource::Upstream,
+            give_up: None,
+        }
+    }
+
+    /// The same workers, fetching from another node that gives up after `give_up`.
+    pub fn from_peer(fetch: Arc<dyn RangeFetch>, cfg: WorkerConfig, give_up: Duration) -> Self {
+        UpstreamSource {
+            fetch,
+            cfg: WorkerConfig {
+                from_peers: true,
+                ..cfg
+            },
+            kind: BlobSource::Peers,
+            give_up: Some(give_up),
+        }
     }
 }
 
 impl Source for UpstreamSource {
     fn kind(&self) -> BlobSource {
-        BlobSource::Upstream
+        self.kind
     }
 
     fn run<'a>(
@@ -154,9 +178,31 @@ impl Source for UpstreamSource {
                 );
             }
             drop(fatal_tx);
+            let stalled = async {
+                let Some(limit) = self.give_up else {
+                    return std::future::pending().await;
+                };
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    if fill.idle() > limit {
+                        return limit;
+                    }
+                }
+            };
             tokio::select! {
                 _ = futures_util::future::join_all(handles) => Ok(fill.is_complete()),
-                Some(f) = fatal_rx.recv() => Err(f),
+                Some(f) = fatal_rx.recv() => match self.give_up {
+                    None => Err(f),
+                    Some(_) => {
+                        tracing::warn!(digest = %fill.digest, error = %f.message, "the peer cannot deliver the blob; upstream takes over");
+                        Ok(false)
+                    }
+                },
+                limit = stalled => {
+                    tracing::warn!(digest = %fill.digest, "the peer delivered nothing for {limit:?}; upstream takes over the missing ranges");
+                    Ok(false)
+                }
             }
         })
     }
@@ -207,7 +253,8 @@ async fn worker(
                     }) => {
                         failures += 1;
                         fill.release(w);
-                        tracing::warn!(digest = %fill.digest, worker = w, start, error, failures, "upstream range failed; retrying");
+                        let from = if cfg.from_peers { "peer" } else { "upstream" };
+                        tracing::warn!(digest = %fill.digest, worker = w, start, error, failures, "{from} range failed; retrying");
                         if refused {
                             if let Err(f) = fetch.refresh(generation).await {
                                 let _ = fatal.send(f).await;
@@ -330,7 +377,12 @@ async fn fetch_span(
         };
         match chunk {
             Some(Ok(mut data)) => {
-                Stats::add(&stats.upstream_bytes, data.len() as u64);
+                let counter = if cfg.from_peers {
+                    &stats.peer_bytes
+                } else {
+                    &stats.upstream_bytes
+                };
+                Stats::add(counter, data.len() as u64);
                 req.first_byte.get_or_insert_with(Instant::now);
                 req.received += data.len() as u64;
                 if skip > 0 {

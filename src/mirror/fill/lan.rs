@@ -1,0 +1,199 @@
+//! The LAN source: a blob's bytes from the node that fetches it from upstream for the
+//! whole LAN (its owner, `p2p::lan`). The upstream workers' ranged GETs go to that node
+//! instead of upstream; it serves them from its own fill as bytes land, so this node's
+//! clients stream throughout.
+//!
+//! If the owner stops delivering (it died, stalls, or is cut off), the LAN chooses again
+//! among the nodes that still answer: a node that finds itself the new owner hands over to
+//! its next source (upstream) for the missing ranges only, and the others follow it. So
+//! the missing part crosses the internet once, not once per node.
+//!
+//! Must not: be asked by a request that itself came from a peer (no relay chains).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::upstream::{FetchError, RangeBody, RangeFetch, UpstreamSource, WorkerConfig};
+use super::{Failure, Fill, FillCtx, Source};
+use crate::mirror::BlobSource;
+use crate::oci::{Digest, RepoName};
+use crate::p2p::Peers;
+use crate::upstream::ClientMeta;
+
+/// Owners tried before this node fetches upstream itself.
+const MAX_OWNERS: usize = 3;
+
+pub struct LanSource {
+    peers: Arc<Peers>,
+    owner: String,
+    repo: RepoName,
+    digest: Digest,
+    meta: ClientMeta,
+    cfg: WorkerConfig,
+    /// An owner that delivers nothing for this long is given up.
+    give_up: Duration,
+}
+
+impl LanSource {
+    pub fn new(
+        peers: Arc<Peers>,
+        owner: String,
+        repo: RepoName,
+        digest: Digest,
+        meta: ClientMeta,
+        cfg: WorkerConfig,
+        give_up: Duration,
+    ) -> LanSource {
+        LanSource {
+            peers,
+            owner,
+            repo,
+            digest,
+            meta,
+            cfg,
+            give_up,
+        }
+    }
+
+    /// After an owner failed: the node to follow now, `None` when it is this one.
+    async fn next_owner(&self, failed: &[String]) -> Option<String> {
+        let view = self.peers.ask(&self.digest).await;
+        let answered: Vec<&(String, String)> = view
+            .answered
+            .iter()
+            .filter(|(url, _)| !failed.contains(url))
+            .collect();
+        if let Some(h) = view.holders.iter().find(|h| !failed.contains(&h.peer_url)) {
+            return Some(h.peer_url.clone());
+        }
+        let mut nodes = vec![self.peers.node_id()];
+        nodes.extend(answered.iter().map(|(_, id)| id.as_str()));
+        match crate::p2p::lan::owner(&self.digest, &nodes) {
+            Some(i) if i > 0 => Some(answered[i - 1].0.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Source for LanSource {
+    fn kind(&self) -> BlobSource {
+        BlobSource::Peers
+    }
+
+    fn run<'a>(
+        &'a self,
+        fill: &'a Arc<Fill>,
+        ctx: &'a FillCtx,
+        stop: &'a CancellationToken,
+    ) -> BoxFuture<'a, Result<bool, Failure>> {
+        Box::pin(async move {
+            let mut owner = self.owner.clone();
+            let mut failed = Vec::new();
+            loop {
+                let blob = PeerBlob::new(
+                    self.peers.clone(),
+                    owner.clone(),
+                    self.repo.clone(),
+                    self.digest,
+                    self.meta.clone(),
+                );
+                let relay = UpstreamSource::from_peer(blob, self.cfg.clone(), self.give_up);
+                if relay.run(fill, ctx, stop).await? {
+                    return Ok(true);
+                }
+                failed.push(owner);
+                if failed.len() >= MAX_OWNERS || stop.is_cancelled() {
+                    return Ok(false);
+                }
+                match self.next_owner(&failed).await {
+                    Some(next) => {
+                        tracing::info!(digest = %self.digest, peer = %next, "following the LAN's new owner of this blob");
+                        fill.touch();
+                        owner = next;
+                    }
+                    None => {
+                        tracing::info!(digest = %self.digest, "this node is the LAN's owner of the blob now; fetching the missing ranges from upstream");
+                        return Ok(false);
+                    }
+                }
+            }
+        })
+    }
+}
+
+pub struct PeerBlob {
+    peers: Arc<Peers>,
+    peer: String,
+    repo: RepoName,
+    digest: Digest,
+    meta: ClientMeta,
+}
+
+impl PeerBlob {
+    pub fn new(
+        peers: Arc<Peers>,
+        peer: String,
+        repo: RepoName,
+        digest: Digest,
+        meta: ClientMeta,
+    ) -> Arc<PeerBlob> {
+        Arc::new(PeerBlob {
+            peers,
+            peer,
+            repo,
+            digest,
+            meta,
+        })
+    }
+}
+
+impl RangeFetch for PeerBlob {
+    fn prepare(&self) -> BoxFuture<'_, Result<(), Failure>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn single_stream(&self) -> bool {
+        false
+    }
+
+    fn get(&self, start: u64, end: u64) -> BoxFuture<'static, Result<RangeBody, FetchError>> {
+        let (peers, peer, repo, digest) = (
+            self.peers.clone(),
+            self.peer.clone(),
+            self.repo.clone(),
+            self.digest,
+        );
+        let ua = self.meta.user_agent.clone();
+        Box::pin(async move {
+            let body = peers
+                .blob_range(&peer, repo.as_str(), &digest, (start, end), ua.as_ref())
+                .await
+                .map_err(|error| FetchError::Retry {
+                    error,
+                    refused: false,
+                    generation: 0,
+                })?;
+            let chunks = http_body_util::BodyStream::new(body)
+                .filter_map(|frame| async move {
+                    match frame {
+                        Ok(f) => f.into_data().ok().map(Ok),
+                        Err(e) => Some(Err(e.to_string())),
+                    }
+                })
+                .boxed();
+            Ok(RangeBody {
+                chunks,
+                url: peer,
+                generation: 0,
+            })
+        })
+    }
+
+    fn refresh(&self, _generation: u64) -> BoxFuture<'_, Result<(), Failure>> {
+        Box::pin(async { Ok(()) })
+    }
+}
