@@ -334,6 +334,7 @@ async fn dispatch(
         Endpoint::Stats => admin::stats(state),
         Endpoint::Torrent { digest } => p2p::torrent(state, &req, &digest, conn).await,
         Endpoint::Announce { key } => p2p::announce(state, &req, key.as_deref(), conn).await,
+        Endpoint::Scrape { key } => p2p::scrape(state, &req, key.as_deref()).await,
         Endpoint::Catalog => p2p::catalog(state, &req, conn).await,
         Endpoint::BlobState { digest } => p2p::blob_state(state, &req, &digest, conn).await,
         Endpoint::News => p2p::news(state, req, conn).await,

@@ -130,6 +130,28 @@ async fn torrent_endpoint_and_tracker() {
             .expect("two peers")
             + 10;
         assert_eq!(u16::from_be_bytes([text[p + 10], text[p + 11]]), 7000);
+
+        // Scrape: this node seeds, the two announcers leech; unknown hashes are left out.
+        let r = get(
+            &format!(
+                "{}/scrape?info_hash={}&info_hash={}",
+                shoal.url(),
+                percent(&ih),
+                percent(&[1; 20])
+            ),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let mut want = b"d5:filesd20:".to_vec();
+        want.extend_from_slice(&ih);
+        want.extend_from_slice(b"d8:completei1e10:downloadedi0e10:incompletei2eeee");
+        assert_eq!(
+            r.body.to_vec(),
+            want,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
     })
     .await
     .expect("test timed out");
@@ -296,4 +318,136 @@ async fn idle_seeds_retire_and_evicted_blobs_stop_being_seeded() {
     })
     .await
     .expect("test timed out");
+}
+
+/// qBittorrent (libtorrent), given the .torrent shoal serves, downloads the blob within
+/// seconds (it once waited for its next announce, five minutes later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn qbittorrent_downloads_from_shoal() {
+    let Some(qbt) = Qbittorrent::start() else {
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let data = blob_bytes(5 * MIB + 77, 63);
+        let digest = up.add_blob(data.clone());
+        let shoal = Shoal::start(&up.url()).await;
+        cache(&shoal, &digest, &data).await;
+        let r = get(
+            &format!("{}/_shoal/v1/blobs/{digest}/torrent", shoal.url()),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let added = std::time::Instant::now();
+        qbt.add(&r.body).await;
+        let done = eventually(Duration::from_secs(60), async || {
+            qbt.progress().await >= 1.0
+        })
+        .await;
+        assert!(
+            done,
+            "qBittorrent did not finish: progress {}",
+            qbt.progress().await
+        );
+        let took = added.elapsed();
+        let got = std::fs::read(qbt.save.path().join(format!("sha256-{}", &digest[7..]))).unwrap();
+        assert!(got == data, "qBittorrent's copy differs");
+        assert!(
+            took < Duration::from_secs(20),
+            "qBittorrent took {took:?} to download 5 MiB on loopback"
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// A headless qBittorrent with its own profile, driven through its Web API on loopback.
+struct Qbittorrent {
+    child: std::process::Child,
+    api: String,
+    _profile: tempfile::TempDir,
+    save: tempfile::TempDir,
+}
+
+impl Drop for Qbittorrent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Qbittorrent {
+    fn start() -> Option<Qbittorrent> {
+        if Command::new("qbittorrent-nox")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            let msg = "bittorrent: qbittorrent-nox is missing (apt-get install qbittorrent-nox)";
+            if std::env::var("REQUIRE_E2E_TOOLS").as_deref() == Ok("1") {
+                panic!("{msg}; REQUIRE_E2E_TOOLS=1 makes this a failure");
+            }
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let save = tempfile::tempdir().unwrap();
+        let (web, bt) = (free_port(), free_port());
+        let conf = profile.path().join("qBittorrent/config");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(
+            conf.join("qBittorrent.conf"),
+            format!(
+                "[LegalNotice]\nAccepted=true\n\n\
+                 [BitTorrent]\nSession\\DHTEnabled=false\nSession\\PeXEnabled=false\n\
+                 Session\\LSDEnabled=false\nSession\\Port={bt}\nSession\\DefaultSavePath={}\n\
+                 Session\\AddTorrentPaused=false\n\n\
+                 [Preferences]\nWebUI\\Address=127.0.0.1\nWebUI\\Port={web}\n\
+                 WebUI\\LocalHostAuth=false\nWebUI\\CSRFProtection=false\n\
+                 WebUI\\HostHeaderValidation=false\n",
+                save.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("qbittorrent-nox")
+            .arg(format!("--profile={}", profile.path().display()))
+            .arg(format!("--webui-port={web}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("qbittorrent-nox starts");
+        Some(Qbittorrent {
+            child,
+            api: format!("http://127.0.0.1:{web}/api/v2"),
+            _profile: profile,
+            save,
+        })
+    }
+
+    /// Adds a .torrent, once the Web API answers.
+    async fn add(&self, torrent: &[u8]) {
+        let ready = eventually(Duration::from_secs(20), async || {
+            try_request(http::Method::GET, &format!("{}/app/version", self.api), &[])
+                .await
+                .is_ok_and(|r| r.status == 200)
+        })
+        .await;
+        assert!(ready, "qBittorrent's Web API did not come up");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), torrent).unwrap();
+        let status = Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "-F"])
+            .arg(format!("torrents=@{}", file.path().display()))
+            .arg(format!("{}/torrents/add", self.api))
+            .status()
+            .expect("curl runs");
+        assert!(status.success(), "qBittorrent refused the .torrent");
+    }
+
+    /// Progress of the (only) torrent, 0 to 1.
+    async fn progress(&self) -> f64 {
+        let r = get(&format!("{}/torrents/info", self.api), &[]).await;
+        r.json()[0]["progress"].as_f64().unwrap_or(0.0)
+    }
 }

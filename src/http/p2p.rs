@@ -74,6 +74,25 @@ pub async fn torrent(
     }
 }
 
+/// Whether a tracker URL's key (`/announce/<key>`) is the one this node needs; else the
+/// bencoded refusal to answer with.
+fn tracker_key(state: &State, key: Option<&str>) -> Result<(), Vec<u8>> {
+    match (state.peers.swarm_key(), key) {
+        (Some(want), Some(got)) if same(want.as_bytes(), got.as_bytes()) => Ok(()),
+        (None, None) => Ok(()),
+        (Some(_), _) => Err(crate::p2p::tracker::encode_failure(
+            "this tracker needs the swarm key",
+        )),
+        (None, Some(_)) => Err(crate::p2p::tracker::encode_failure("no such tracker")),
+    }
+}
+
+fn bencoded(body: Vec<u8>) -> Result<Response<Body>, HttpError> {
+    Ok(Response::builder()
+        .header(CONTENT_TYPE, "text/plain")
+        .body(full(body))?)
+}
+
 pub async fn announce(
     state: &State,
     req: &Request<Incoming>,
@@ -81,17 +100,22 @@ pub async fn announce(
     conn: Conn,
 ) -> Result<Response<Body>, HttpError> {
     let query = req.uri().query().unwrap_or("");
-    let body = match (state.peers.swarm_key(), key) {
-        (Some(want), Some(got)) if same(want.as_bytes(), got.as_bytes()) => {
-            state.swarm.announce(query, conn.peer, conn.local).await
-        }
-        (None, None) => state.swarm.announce(query, conn.peer, conn.local).await,
-        (Some(_), _) => crate::p2p::tracker::encode_failure("this tracker needs the swarm key"),
-        (None, Some(_)) => crate::p2p::tracker::encode_failure("no such tracker"),
-    };
-    Ok(Response::builder()
-        .header(CONTENT_TYPE, "text/plain")
-        .body(full(body))?)
+    bencoded(match tracker_key(state, key) {
+        Ok(()) => state.swarm.announce(query, conn.peer, conn.local).await,
+        Err(refusal) => refusal,
+    })
+}
+
+pub async fn scrape(
+    state: &State,
+    req: &Request<Incoming>,
+    key: Option<&str>,
+) -> Result<Response<Body>, HttpError> {
+    let query = req.uri().query().unwrap_or("");
+    bencoded(match tracker_key(state, key) {
+        Ok(()) => state.swarm.scrape(query).await,
+        Err(refusal) => refusal,
+    })
 }
 
 pub async fn catalog(

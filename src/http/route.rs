@@ -25,6 +25,10 @@ pub enum Endpoint {
     Announce {
         key: Option<String>,
     },
+    /// `GET /scrape` or `/scrape/<swarm key>`: the tracker's counts (BEP 48).
+    Scrape {
+        key: Option<String>,
+    },
     /// `GET /_shoal/v1/catalog`: what this node holds, for its peers.
     Catalog,
     /// `GET /_shoal/v1/peers`: known peers and their state.
@@ -46,6 +50,7 @@ pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
         "/_shoal/v1/health" => return Ok(Endpoint::Health),
         "/_shoal/v1/stats" => return Ok(Endpoint::Stats),
         "/announce" => return Ok(Endpoint::Announce { key: None }),
+        "/scrape" => return Ok(Endpoint::Scrape { key: None }),
         "/_shoal/v1/catalog" => return Ok(Endpoint::Catalog),
         "/_shoal/v1/peers" => return Ok(Endpoint::Peers),
         "/_shoal/v1/torrents" => return Ok(Endpoint::Torrents),
@@ -53,13 +58,18 @@ pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
         "/_shoal/v1/news" => return Ok(Endpoint::News),
         _ => {}
     }
-    if let Some(key) = path.strip_prefix("/announce/") {
-        if key.is_empty() || key.len() > MAX_KEY || key.contains('/') {
-            return Err(RouteError::NotFound);
+    for (prefix, scrape) in [("/announce/", false), ("/scrape/", true)] {
+        if let Some(key) = path.strip_prefix(prefix) {
+            if key.is_empty() || key.len() > MAX_KEY || key.contains('/') {
+                return Err(RouteError::NotFound);
+            }
+            let key = Some(key.to_owned());
+            return Ok(if scrape {
+                Endpoint::Scrape { key }
+            } else {
+                Endpoint::Announce { key }
+            });
         }
-        return Ok(Endpoint::Announce {
-            key: Some(key.to_owned()),
-        });
     }
     if let Some(rest) = path.strip_prefix("/_shoal/v1/blobs/") {
         return match rest.strip_suffix("/torrent") {
@@ -113,6 +123,13 @@ mod tests {
             })
         );
         assert_eq!(endpoint("/_shoal/v1/news"), Ok(Endpoint::News));
+        assert_eq!(endpoint("/scrape"), Ok(Endpoint::Scrape { key: None }));
+        assert_eq!(
+            endpoint("/scrape/k3y"),
+            Ok(Endpoint::Scrape {
+                key: Some("k3y".into())
+            })
+        );
         for path in [
             format!("/_shoal/v1/blobs/sha256:{HEX}/x"),
             "/announce/".to_owned(),

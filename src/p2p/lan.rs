@@ -195,7 +195,8 @@ impl Peers {
                 () = &mut deadline => break,
             };
             let Ok(a) = answer else { continue };
-            if a.node_id == self.node_id() {
+            // A node whose bytes for this blob were bad before is not asked for them again.
+            if a.node_id == self.node_id() || self.distrusts(&url, digest) {
                 continue;
             }
             view.answered.push((url.clone(), a.node_id.clone()));
@@ -236,7 +237,10 @@ impl Peers {
             }
         }
         if view.fetcher.is_none() {
-            view.fetcher = self.heard_fills().get(digest);
+            view.fetcher = self
+                .heard_fills()
+                .get(digest)
+                .filter(|(url, _)| !self.distrusts(url, digest));
         }
         view
     }

@@ -135,6 +135,14 @@ impl Peers {
             .collect())
     }
 
+    /// Whether `peer`'s bytes for `digest` failed verification before.
+    pub fn distrusts(&self, peer: &str, digest: &Digest) -> bool {
+        self.distrusted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(peer.to_owned(), *digest))
+    }
+
     /// Remembers that `peer`'s bytes for `digest` were bad.
     pub fn distrust(&self, peer: &str, digest: &Digest) {
         tracing::warn!(%peer, %digest, "peer sent data that failed verification; not using it for this blob again");

@@ -432,6 +432,29 @@ impl Swarm {
         tracker::encode_peers(&peers, seeders, leechers)
     }
 
+    /// Answers a tracker scrape: per info hash, seeders (this node if it holds the blob,
+    /// the peers whose catalogs list it, and announcers that seed) and leechers.
+    pub async fn scrape(&self, query: &str) -> Vec<u8> {
+        let hashes = match tracker::parse_scrape(query) {
+            Ok(h) => h,
+            Err(e) => return tracker::encode_failure(&e.to_string()),
+        };
+        let mut files = Vec::with_capacity(hashes.len());
+        for ih in hashes {
+            let held = matches!(self.store.digest_by_infohash(ih).await, Ok(Some(_)));
+            let holders = self
+                .store
+                .peers_with_infohash(ih)
+                .await
+                .map_or(0, |h| h.len());
+            let (seeders, leechers) = self.swarms.counts(&ih);
+            if held || holders > 0 || seeders + leechers > 0 {
+                files.push((ih, usize::from(held) + holders + seeders, leechers));
+            }
+        }
+        tracker::encode_scrape(&files)
+    }
+
     /// Stops the session (about a second: librqbit pauses every torrent first).
     pub async fn shutdown(&self) {
         self.tick().await;

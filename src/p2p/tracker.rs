@@ -1,6 +1,7 @@
-//! A BitTorrent HTTP tracker (BEP 3, compact peer lists per BEP 23) for the blobs this node
-//! knows, so that standard clients and late joiners find every holder. In memory: peers
-//! re-announce every `INTERVAL`, and entries not refreshed in `3 × INTERVAL` expire.
+//! A BitTorrent HTTP tracker (BEP 3, compact peer lists per BEP 23, scrape per BEP 48) for
+//! the blobs this node knows, so that standard clients and late joiners find every holder.
+//! In memory: peers re-announce every `INTERVAL`, and entries not refreshed in
+//! `3 × INTERVAL` expire.
 //!
 //! Parsing and encoding are pure; `Swarms` holds the table. Must not: trust a peer's
 //! claim about what it holds (the tracker only introduces peers; pieces are verified by
@@ -117,6 +118,53 @@ pub fn parse_announce(query: &str) -> Result<Announce, AnnounceError> {
     })
 }
 
+/// The info hashes of a scrape query (`info_hash` may repeat); none means "all", which
+/// this tracker does not list.
+pub fn parse_scrape(query: &str) -> Result<Vec<[u8; 20]>, AnnounceError> {
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == "info_hash" {
+            out.push(
+                <[u8; 20]>::try_from(decode(v)).map_err(|_| AnnounceError::Invalid("info_hash"))?,
+            );
+            if out.len() > MAX_SCRAPE {
+                return Err(AnnounceError::Invalid("info_hash"));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(AnnounceError::Missing("info_hash"));
+    }
+    Ok(out)
+}
+
+/// Most torrents one scrape may ask about.
+const MAX_SCRAPE: usize = 100;
+
+/// A scrape answer: per info hash, `(complete, incomplete)`.
+pub fn encode_scrape(files: &[([u8; 20], usize, usize)]) -> Vec<u8> {
+    let mut sorted = files.to_vec();
+    sorted.sort_by_key(|f| f.0);
+    let mut out = vec![b'd'];
+    bytes(&mut out, b"files");
+    out.push(b'd');
+    for (ih, complete, incomplete) in sorted {
+        bytes(&mut out, &ih);
+        out.push(b'd');
+        bytes(&mut out, b"complete");
+        int(&mut out, complete as u64);
+        bytes(&mut out, b"downloaded");
+        int(&mut out, 0);
+        bytes(&mut out, b"incomplete");
+        int(&mut out, incomplete as u64);
+        out.push(b'e');
+    }
+    out.push(b'e');
+    out.push(b'e');
+    out
+}
+
 fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b.len().to_string().as_bytes());
     out.push(b':');
@@ -184,6 +232,27 @@ pub struct Swarms {
 }
 
 impl Swarms {
+    /// `(seeders, leechers)` that announced `info_hash` and have not expired.
+    pub fn counts(&self, info_hash: &[u8; 20]) -> (usize, usize) {
+        let now = Instant::now();
+        let torrents = self.torrents.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(peers) = torrents.get(info_hash) else {
+            return (0, 0);
+        };
+        let live = peers
+            .values()
+            .filter(|e| now.duration_since(e.seen) < EXPIRY);
+        let (mut s, mut l) = (0, 0);
+        for e in live {
+            if e.seeding {
+                s += 1;
+            } else {
+                l += 1;
+            }
+        }
+        (s, l)
+    }
+
     /// Records an announce from `addr` and returns peers for it (never itself), seeders
     /// first, plus the (seeders, leechers) counts.
     pub fn announce(&self, a: &Announce, addr: SocketAddr) -> (Vec<SocketAddr>, usize, usize) {
@@ -264,6 +333,30 @@ mod tests {
         assert!(parse_announce(&q(&ih, "").replace("port=6881", "port=0")).is_err());
         assert!(parse_announce(&q(&ih, "").replace("port=6881", "port=99999")).is_err());
         assert!(parse_announce(&q(&ih, "&event=bogus")).is_err());
+    }
+
+    #[test]
+    fn scrapes() {
+        let a = [1u8; 20];
+        let b = [2u8; 20];
+        let enc = |b: &[u8]| {
+            percent_encoding::percent_encode(b, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        let q = format!("info_hash={}&info_hash={}", enc(&b), enc(&a));
+        assert_eq!(parse_scrape(&q).unwrap(), vec![b, a]);
+        assert_eq!(parse_scrape(""), Err(AnnounceError::Missing("info_hash")));
+        assert!(parse_scrape("info_hash=short").is_err());
+        let many: Vec<String> = (0..=MAX_SCRAPE)
+            .map(|_| format!("info_hash={}", enc(&a)))
+            .collect();
+        assert!(parse_scrape(&many.join("&")).is_err());
+        let out = encode_scrape(&[(b, 0, 3), (a, 2, 1)]);
+        let mut want = b"d5:filesd20:".to_vec();
+        want.extend_from_slice(&a);
+        want.extend_from_slice(b"d8:completei2e10:downloadedi0e10:incompletei1ee20:");
+        want.extend_from_slice(&b);
+        want.extend_from_slice(b"d8:completei0e10:downloadedi0e10:incompletei3eeee");
+        assert_eq!(out, want);
     }
 
     #[test]

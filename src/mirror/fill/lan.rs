@@ -36,6 +36,8 @@ pub struct LanSource {
     cfg: WorkerConfig,
     /// An owner that delivers nothing for this long is given up.
     give_up: Duration,
+    /// The nodes whose bytes went into the fill.
+    used: std::sync::Mutex<Vec<String>>,
 }
 
 impl LanSource {
@@ -56,6 +58,7 @@ impl LanSource {
             meta,
             cfg,
             give_up,
+            used: Default::default(),
         }
     }
 
@@ -84,6 +87,19 @@ impl Source for LanSource {
         BlobSource::Peers
     }
 
+    /// The blob failed its digest: the nodes it came from sent bad bytes (or relayed a
+    /// lying upstream); they are not asked for this blob again.
+    fn blame(&self, digest: &Digest) {
+        for peer in self
+            .used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            self.peers.distrust(&peer, digest);
+        }
+    }
+
     fn run<'a>(
         &'a self,
         fill: &'a Arc<Fill>,
@@ -94,6 +110,10 @@ impl Source for LanSource {
             let mut owner = self.owner.clone();
             let mut failed = Vec::new();
             loop {
+                self.used
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(owner.clone());
                 let blob = PeerBlob::new(
                     self.peers.clone(),
                     owner.clone(),
