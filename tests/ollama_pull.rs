@@ -157,3 +157,32 @@ async fn a_fill_survives_the_client_that_started_it() {
     .await
     .expect("test timed out");
 }
+
+/// Every blob GET without Range gets the whole body (and a Location), whatever the
+/// User-Agent: ollama ≥ 0.40 reads blobs whole with an `ollama/` User-Agent too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_blob_gets_carry_the_body_whatever_the_user_agent() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let data = blob_bytes(3 * (1 << 20) + 5, 141);
+        let digest = up.add_blob(data.clone());
+        let shoal = Shoal::start(&up.url()).await;
+        let path = format!("/v2/library/x/blobs/{digest}");
+        for ua in [
+            "ollama/0.40.1 (amd64 linux) Go/go1.22.5",
+            "ollama-transfer/1.0",
+            "curl/8",
+        ] {
+            let r = get(&format!("{}{path}", shoal.url()), &[("user-agent", ua)]).await;
+            assert_eq!(r.status, 200, "{ua}");
+            assert_eq!(r.header("location"), Some(path.as_str()), "{ua}");
+            assert_eq!(
+                r.header("content-length"),
+                Some(data.len().to_string().as_str())
+            );
+            assert!(r.body == data, "{ua}: the whole body");
+        }
+    })
+    .await
+    .expect("test timed out");
+}

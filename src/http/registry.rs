@@ -1,10 +1,12 @@
 //! `/v2/` handlers: manifests and blobs, GET and HEAD, Range.
 //!
-//! Blob GETs serve two kinds of client from the same URL (DESIGN §1):
-//! - ollama (`User-Agent: ollama/...`, no Range) wants a *direct URL* first: it is answered
-//!   `200` + `Location` (this same URL) with an empty body, then it sends ranged GETs
-//!   there with Go's default User-Agent;
-//! - everyone else (oras, skopeo, containerd, curl) gets the body on a plain GET.
+//! Every blob GET without `Range` is answered `200` with the exact `Content-Length`, a
+//! `Location` (this same URL) and the whole body, whatever the User-Agent (DESIGN §1):
+//! - ollama's legacy downloader wants a *direct URL*: it reads only `Location`, hangs up,
+//!   and sends ranged GETs there (the fill it started goes on without it);
+//! - ollama ≥ 0.40's transfer client, oras, skopeo, containerd and curl read the body.
+//!
+//! Sniffing the User-Agent to send an empty body broke clients that read it.
 
 use futures_util::TryStreamExt;
 use http::header::{
@@ -40,13 +42,6 @@ fn client_meta(req: &Request<Incoming>) -> ClientMeta {
         accept: req.headers().get_all(ACCEPT).iter().cloned().collect(),
         from_peer: req.headers().contains_key(crate::p2p::lan::PEER_HEADER),
     }
-}
-
-fn is_ollama(meta: &ClientMeta) -> bool {
-    meta.user_agent
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ua| ua.starts_with("ollama/"))
 }
 
 /// Every header value set here comes from validated input; this keeps that unpanicky.
@@ -120,23 +115,15 @@ pub async fn blob(
             RangeSpec::parse(s)?
         }
     };
-    let head = req.method() == http::Method::HEAD;
-    if head || (req.headers().get(RANGE).is_none() && is_ollama(&meta)) {
-        // HEAD: the exact size (ollama takes Content-Length as the blob size).
-        // ollama's direct-URL step: 200 + Location to this same URL, body never read.
+    if req.method() == http::Method::HEAD {
+        // The exact size: ollama takes Content-Length as the blob size.
         let size = state.mirror.blob_size(name, digest, &meta).await?;
-        let mut builder = Response::builder()
+        return Ok(Response::builder()
             .header(DIGEST_HEADER, hv(&digest.to_string()))
             .header(ACCEPT_RANGES, "bytes")
-            .header(CONTENT_TYPE, "application/octet-stream");
-        builder = if head {
-            builder.header(CONTENT_LENGTH, size)
-        } else {
-            builder
-                .header(LOCATION, hv(req.uri().path()))
-                .header(CONTENT_LENGTH, 0)
-        };
-        return Ok(builder.body(empty())?);
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(empty())?);
     }
 
     let read = state.mirror.open_blob(name, digest, range, &meta).await?;
@@ -150,7 +137,10 @@ pub async fn blob(
             .status(StatusCode::PARTIAL_CONTENT)
             .header(CONTENT_RANGE, r.content_range(read.size))
             .header(CONTENT_LENGTH, r.len()),
-        None => builder.header(CONTENT_LENGTH, read.size),
+        // ollama's direct-URL step takes this Location and hangs up.
+        None => builder
+            .header(CONTENT_LENGTH, read.size)
+            .header(LOCATION, hv(req.uri().path())),
     };
     let digest = read.digest;
     // An error mid-body aborts the connection (the client sees a short body, never a

@@ -51,6 +51,17 @@ pub async fn try_request(
     url: &str,
     headers: &[(&str, &str)],
 ) -> Result<Resp, String> {
+    request_reading(method, url, headers, true).await
+}
+
+/// As `try_request`; with `read_body` false the body is dropped unread once the headers
+/// are in (the connection is closed), as ollama's direct-URL step does.
+pub async fn request_reading(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    read_body: bool,
+) -> Result<Resp, String> {
     let mut b = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
@@ -61,6 +72,13 @@ pub async fn try_request(
         .map_err(|e| format!("{url}: {e:?}"))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
+    if !read_body {
+        return Ok(Resp {
+            status,
+            headers,
+            body: Bytes::new(),
+        });
+    }
     let body = resp
         .into_body()
         .collect()
@@ -105,8 +123,8 @@ fn join(base: &str, location: &str) -> String {
     }
 }
 
-/// Follows redirects; `same_host_only` stops at the first one to another host, as
-/// ollama's direct-URL step does.
+/// Follows redirects; `same_host_only` stops at the first one to another host, and
+/// leaves the final body unread, as ollama's direct-URL step does.
 pub async fn follow(
     method: Method,
     url: &str,
@@ -115,7 +133,7 @@ pub async fn follow(
 ) -> Result<(Resp, String), String> {
     let mut url = url.to_owned();
     for _ in 0..10 {
-        let r = try_request(method.clone(), &url, headers).await?;
+        let r = request_reading(method.clone(), &url, headers, !same_host_only).await?;
         if matches!(r.status, 301 | 302 | 303 | 307 | 308) {
             let loc = r.header("location").ok_or("redirect without Location")?;
             let next = join(&url, loc);
