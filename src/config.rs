@@ -105,8 +105,18 @@ impl Default for ProxyConfig {
             // fetch can bypass the cache.
             intercept: host_patterns(&["registry.ollama.ai", "*.r2.cloudflarestorage.com"]),
             // ollama's own site: sign-in keys, update checks and `ollama.com/...` names
-            // are not registry traffic, but ollama fails without them.
-            allow: host_patterns(&["ollama.com", "www.ollama.com"]),
+            // are not registry traffic, but ollama fails without them. Hugging Face:
+            // `ollama pull hf.co/<user>/<repo>` talks to hf.co's registry, which redirects
+            // to huggingface.co and its CDN hosts; tunnelled, so those pulls keep working
+            // behind shoal (not cached yet).
+            allow: host_patterns(&[
+                "ollama.com",
+                "www.ollama.com",
+                "hf.co",
+                "*.hf.co",
+                "huggingface.co",
+                "*.huggingface.co",
+            ]),
         }
     }
 }

@@ -124,15 +124,35 @@ pub struct ClientMeta {
 }
 
 impl ClientMeta {
-    /// The Accept values as one string, the key under which a tag's answer is cached.
+    /// The key under which a tag's answer is cached: the media types the client accepts,
+    /// as a sorted set without parameters, so that order (Docker sends the same types in
+    /// several orders) and `;q=` do not split the cache or bypass it when upstream is down.
     pub fn accept_key(&self) -> String {
-        let parts: Vec<&str> = self.accept.iter().filter_map(|v| v.to_str().ok()).collect();
-        if parts.is_empty() {
-            DEFAULT_ACCEPT.to_owned()
-        } else {
-            parts.join(", ")
-        }
+        accept_key(
+            self.accept
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(",")
+                .as_str(),
+        )
     }
+}
+
+/// The normal form of an Accept header's media types (see `ClientMeta::accept_key`).
+fn accept_key(accept: &str) -> String {
+    let mut types: Vec<String> = accept
+        .split(',')
+        .filter_map(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if types.is_empty() {
+        return accept_key(DEFAULT_ACCEPT);
+    }
+    types.sort();
+    types.dedup();
+    types.join(", ")
 }
 
 /// Upstream's answer to a manifest request.
@@ -660,6 +680,35 @@ async fn read_limited(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_keys_ignore_order_case_and_parameters() {
+        let a = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json;q=0.9";
+        let b = "Application/VND.docker.distribution.manifest.v2+json,application/vnd.oci.image.index.v1+json, application/vnd.oci.image.index.v1+json";
+        assert_eq!(accept_key(a), accept_key(b));
+        assert_eq!(
+            accept_key(a),
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json"
+        );
+        assert_ne!(
+            accept_key("application/vnd.ollama.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json"),
+            accept_key("application/vnd.docker.distribution.manifest.v2+json"),
+            "lists and plain manifests stay apart"
+        );
+        assert_eq!(accept_key(""), accept_key(DEFAULT_ACCEPT));
+        let meta = ClientMeta {
+            accept: vec![
+                HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
+                HeaderValue::from_static("application/vnd.docker.distribution.manifest.v2+json"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            meta.accept_key(),
+            accept_key(a),
+            "several Accept headers are one list"
+        );
+    }
 
     #[test]
     fn content_ranges() {

@@ -36,7 +36,17 @@ fn defaults_serve() {
         strs(&c.proxy.intercept),
         ["registry.ollama.ai", "*.r2.cloudflarestorage.com"]
     );
-    assert_eq!(strs(&c.proxy.allow), ["ollama.com", "www.ollama.com"]);
+    assert_eq!(
+        strs(&c.proxy.allow),
+        [
+            "ollama.com",
+            "www.ollama.com",
+            "hf.co",
+            "*.hf.co",
+            "huggingface.co",
+            "*.huggingface.co"
+        ]
+    );
     assert_eq!(c.listen.to_string(), "0.0.0.0:9200");
     assert_eq!(c.upstream.to_string(), "https://registry.ollama.ai");
     assert_eq!(c.fetch.connections, 16);

@@ -73,7 +73,9 @@ pub async fn manifest(
                 .header(CONTENT_TYPE, hv(&m.media_type))
                 .header(CONTENT_LENGTH, m.body.len())
                 .header(DIGEST_HEADER, hv(&m.digest.to_string()))
-                .header(ETAG, hv(&format!("\"{}\"", m.digest)));
+                .header(ETAG, hv(&format!("\"{}\"", m.digest)))
+                // A tag answers a list or a plain manifest depending on Accept.
+                .header(http::header::VARY, "Accept");
             builder.body(if head { empty() } else { full(m.body) })
         }
         ManifestOutcome::Refused {
