@@ -195,6 +195,8 @@ struct Inner {
     stats: Arc<Stats>,
     cache: Cache,
     fills: Flights<Digest, Fill>,
+    /// The last fills that ended, newest last, for `/_shoal/v1/torrents`.
+    recent: Mutex<std::collections::VecDeque<fill::Report>>,
     tag_locks: Mutex<HashMap<store::TagKey, Arc<tokio::sync::Mutex<()>>>>,
     budget: Arc<Budget>,
     /// Until when tag revalidation is skipped (stale copies served at once) because
@@ -283,6 +285,7 @@ impl Mirror {
                 stats,
                 cache: Cache::default(),
                 fills: Flights::default(),
+                recent: Mutex::new(std::collections::VecDeque::new()),
                 tag_locks: Mutex::new(HashMap::new()),
                 budget,
                 upstream_down_until: Mutex::new(None),
@@ -311,6 +314,23 @@ impl Mirror {
     /// Digests being filled now.
     pub fn filling(&self) -> usize {
         self.inner.fills.len()
+    }
+
+    /// Fills running now, then the last ones that ended: where each one's bytes came
+    /// from (this node fetching upstream, or which nodes fed it).
+    pub fn fills_report(&self) -> Vec<fill::Report> {
+        let mut out: Vec<fill::Report> =
+            self.inner.fills.all().iter().map(|f| f.report()).collect();
+        out.extend(
+            self.inner
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .rev()
+                .cloned(),
+        );
+        out
     }
 
     /// What this node has of `digest` (a peer's question).
@@ -402,11 +422,13 @@ impl Mirror {
         }
         Stats::add(&inner.stats.fills_started, 1);
         let (ctx, budget) = (inner.fill_ctx.clone(), inner.budget.clone());
+        let mirror = self.clone();
         let span = tracing::info_span!("fill", %digest, %repo);
         inner.fill_ctx.tasks.spawn(
             async move {
                 let reservation = budget.reserve(&digest, size).await;
                 fill.run(&ctx, sources).await;
+                mirror.record(&fill);
                 drop(permit);
                 drop(reservation);
                 if let (Some(peers), Ok(())) = (news, fill.verified().await) {
@@ -424,6 +446,25 @@ impl Mirror {
             }
             .instrument(span),
         );
+    }
+
+    /// Keeps an ended fill in the recent list and counts where it came from.
+    fn record(&self, fill: &Fill) {
+        const KEEP: usize = 50;
+        let report = fill.report();
+        if report.state == "cached" {
+            let counter = if report.fed.upstream {
+                &self.inner.stats.fills_from_upstream
+            } else {
+                &self.inner.stats.fills_from_peers
+            };
+            Stats::add(counter, 1);
+        }
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == KEEP {
+            recent.pop_front();
+        }
+        recent.push_back(report);
     }
 
     /// Stops every fill and waits until their tasks are gone. Fills first take the bytes

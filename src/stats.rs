@@ -65,6 +65,10 @@ counters!(
     manifest_stale,
     fills_started,
     fills_failed,
+    // Cached fills this node fetched (at least partly) from upstream, and those that came
+    // wholly from other nodes (BitTorrent, or the node that fetched it for the LAN).
+    fills_from_upstream,
+    fills_from_peers,
     evictions,
 );
 

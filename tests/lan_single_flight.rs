@@ -119,10 +119,33 @@ async fn boxes_that_miss_at_once_fetch_from_upstream_once() {
             assert!(p.expect("pull").data == data);
         }
         let mut from_upstream = 0;
+        let (mut fetchers, mut fed) = (Vec::new(), 0);
         for url in &urls {
             committed(url, 1).await;
-            from_upstream += stats(url).await["upstream_bytes"].as_u64().unwrap();
+            let s = stats(url).await;
+            from_upstream += s["upstream_bytes"].as_u64().unwrap();
+            // Each node says where its fill came from.
+            let fills = get(&format!("{url}/_shoal/v1/torrents"), &[]).await.json();
+            let f = &fills["fills"][0];
+            assert_eq!(f["state"], "cached", "{url}: {fills}");
+            if f["upstream"] == true {
+                fetchers.push(url.clone());
+                assert_eq!(s["fills_from_upstream"], 1, "{url}: {s}");
+            } else {
+                fed += 1;
+                assert_eq!(s["fills_from_peers"], 1, "{url}: {s}");
+                assert!(
+                    f["peers"].as_array().is_some_and(|p| !p.is_empty()),
+                    "{fills}"
+                );
+            }
         }
+        assert_eq!(
+            fetchers.len(),
+            1,
+            "one node fetched from upstream: {fetchers:?}"
+        );
+        assert_eq!(fed, 3);
         let sent = up.counts.cdn_bytes.load(SeqCst);
         // Each box probes upstream for the size (one byte each); the blob crosses once.
         assert!(

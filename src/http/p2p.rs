@@ -142,8 +142,13 @@ pub async fn peers(state: &State) -> Result<Response<Body>, HttpError> {
     }))
 }
 
+/// The BitTorrent session's torrents, and the fills (running, then recent): for each,
+/// whether this node fetched upstream and which nodes fed it.
 pub fn torrents(state: &State) -> Result<Response<Body>, HttpError> {
-    json(&serde_json::json!({ "torrents": state.swarm.list() }))
+    json(&serde_json::json!({
+        "torrents": state.swarm.list(),
+        "fills": state.mirror.fills_report(),
+    }))
 }
 
 /// A peer asks what this node has of a blob (LAN single flight, `p2p::lan`).

@@ -205,6 +205,32 @@ pub struct Fill {
     /// One write at a time: the kernel serializes writes to one file anyway (ext4's inode
     /// lock), and 16 workers contending for it spent a tenth of shoal's CPU spinning.
     write_turn: tokio::sync::Mutex<()>,
+    /// Where the bytes came from, for the record (`report`).
+    fed: Mutex<Fed>,
+}
+
+/// Who fed a fill.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Fed {
+    /// This node fetched bytes from upstream.
+    pub upstream: bool,
+    /// Other nodes whose bytes went in: holders over BitTorrent, or the node that fetched
+    /// it from upstream for the LAN.
+    pub peers: Vec<String>,
+}
+
+/// A fill as `/_shoal/v1/torrents` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub digest: Digest,
+    pub size: u64,
+    pub landed: u64,
+    /// "upstream" or "peers" (BitTorrent, or the LAN's owner of the blob).
+    pub source: &'static str,
+    /// "running", "cached", "failed" or "stopped".
+    pub state: &'static str,
+    #[serde(flatten)]
+    pub fed: Fed,
 }
 
 /// A reader waiting at an offset; dropping it withdraws the demand.
@@ -295,7 +321,41 @@ impl Fill {
             landed_tx: watch::Sender::new(0),
             sched_tx: watch::Sender::new(0),
             write_turn: tokio::sync::Mutex::new(()),
+            fed: Mutex::new(Fed::default()),
         })
+    }
+
+    /// Notes where bytes come from (a source calls this when it starts using a peer, or
+    /// upstream).
+    fn fed_by(&self, peer: Option<&str>) {
+        let mut fed = self.fed.lock().unwrap_or_else(|p| p.into_inner());
+        match peer {
+            None => fed.upstream = true,
+            Some(p) if !fed.peers.iter().any(|q| q == p) => fed.peers.push(p.to_owned()),
+            Some(_) => {}
+        }
+    }
+
+    /// What this fill is, for the listing of fills.
+    pub fn report(&self) -> Report {
+        let st = self.lock();
+        let state = match &st.outcome {
+            Outcome::Running => "running",
+            Outcome::Verified => "cached",
+            Outcome::Failed(f) if f.kind == ErrorKind::ShuttingDown => "stopped",
+            Outcome::Failed(_) => "failed",
+        };
+        Report {
+            digest: self.digest,
+            size: self.size,
+            landed: st.sched.landed().total(),
+            source: match st.source {
+                BlobSource::Peers => "peers",
+                _ => "upstream",
+            },
+            state,
+            fed: self.fed.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

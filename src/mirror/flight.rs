@@ -105,6 +105,11 @@ impl<K: Eq + Hash + Clone, V> Flights<K, V> {
     pub fn len(&self) -> usize {
         lock(&self.map).len()
     }
+
+    /// Every running job.
+    pub fn all(&self) -> Vec<Arc<V>> {
+        lock(&self.map).values().cloned().collect()
+    }
 }
 
 #[cfg(test)]

@@ -88,7 +88,6 @@ impl RangeSet {
         size == 0 || self.runs.first().is_some_and(|&(s, e)| s == 0 && e >= size)
     }
 
-    #[cfg(test)]
     pub fn total(&self) -> u64 {
         self.runs.iter().map(|(s, e)| e - s).sum()
     }

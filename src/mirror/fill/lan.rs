@@ -114,6 +114,7 @@ impl Source for LanSource {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(owner.clone());
+                fill.fed_by(Some(&owner));
                 let blob = PeerBlob::new(
                     self.peers.clone(),
                     owner.clone(),

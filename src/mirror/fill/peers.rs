@@ -101,6 +101,9 @@ impl PeerSource {
                 None => format!("{u}/announce"),
             })
             .collect();
+        for u in &urls {
+            fill.fed_by(Some(u));
+        }
         *self.used.lock().unwrap_or_else(|p| p.into_inner()) = urls;
         let file = fill.file()?;
         let weak = Arc::downgrade(fill);

@@ -143,6 +143,9 @@ impl Source for UpstreamSource {
     ) -> BoxFuture<'a, Result<bool, Failure>> {
         Box::pin(async move {
             self.fetch.prepare().await?;
+            if self.give_up.is_none() {
+                fill.fed_by(None);
+            }
             let single = self.fetch.single_stream();
             let workers = {
                 let mut st = fill.lock();
