@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::upstream::{FetchError, RangeBody, RangeFetch, UpstreamSource, WorkerConfig};
@@ -198,19 +197,7 @@ impl RangeFetch for PeerBlob {
                     refused: false,
                     generation: 0,
                 })?;
-            let chunks = http_body_util::BodyStream::new(body)
-                .filter_map(|frame| async move {
-                    match frame {
-                        Ok(f) => f.into_data().ok().map(Ok),
-                        Err(e) => Some(Err(e.to_string())),
-                    }
-                })
-                .boxed();
-            Ok(RangeBody {
-                chunks,
-                url: peer,
-                generation: 0,
-            })
+            Ok(RangeBody::from_http(body, peer, 0))
         })
     }
 

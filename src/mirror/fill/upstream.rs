@@ -55,6 +55,25 @@ pub struct RangeBody {
     pub generation: u64,
 }
 
+impl RangeBody {
+    /// A hyper response body, as a stream of its data.
+    pub fn from_http(body: hyper::body::Incoming, url: String, generation: u64) -> RangeBody {
+        let chunks = http_body_util::BodyStream::new(body)
+            .filter_map(|frame| async move {
+                match frame {
+                    Ok(f) => f.into_data().ok().map(Ok),
+                    Err(e) => Some(Err(e.to_string())),
+                }
+            })
+            .boxed();
+        RangeBody {
+            chunks,
+            url,
+            generation,
+        }
+    }
+}
+
 pub enum FetchError {
     Fatal(Failure),
     Retry {
@@ -577,19 +596,7 @@ impl RangeFetch for UpstreamBlob {
                         }
                     }
                 })?;
-            let chunks = http_body_util::BodyStream::new(resp.body)
-                .filter_map(|frame| async move {
-                    match frame {
-                        Ok(f) => f.into_data().ok().map(Ok),
-                        Err(e) => Some(Err(e.to_string())),
-                    }
-                })
-                .boxed();
-            Ok(RangeBody {
-                chunks,
-                url: resp.url,
-                generation: loc.generation,
-            })
+            Ok(RangeBody::from_http(resp.body, resp.url, loc.generation))
         })
     }
 
