@@ -500,12 +500,14 @@ impl Mirror {
     /// Where a blob that is neither held nor filling would come from, the LAN first:
     /// 1. peers known to hold it (catalogs, news), or that say so when asked now: over
     ///    BitTorrent, with no upstream request at all;
-    /// 2. else (upstream probed for its size and location) the node that fetches it from
-    ///    upstream already, or the one that should (the LAN's owner of the digest): its
-    ///    bytes as they land there;
-    /// 3. else upstream, from here.
+    /// 2. else (upstream probed for its size and location) this node's parent in the LAN's
+    ///    tree for the blob (`p2p::lan::parent`, rooted at the node fetching it from
+    ///    upstream): its bytes as they land there;
+    /// 3. else (this node is the root) upstream, from here.
     ///
-    /// A request from another node skips the LAN question and the owner: it never relays.
+    /// A request from another node (a child in the tree) is answered the same way: this
+    /// node takes the blob from its own parent. Parents come first in a fixed order, so the
+    /// relays never form a loop.
     async fn origin(&self, repo: &RepoName, digest: &Digest, meta: &ClientMeta) -> Result<Origin> {
         let p2p = self.inner.p2p.as_ref();
         let mut view = None;
@@ -517,7 +519,7 @@ impl Mirror {
                     Vec::new()
                 }
             };
-            if holders.is_empty() && !meta.from_peer {
+            if holders.is_empty() {
                 let asked = p2p.peers.ask(digest).await;
                 holders = asked.holders.clone();
                 view = Some(asked);
@@ -540,19 +542,28 @@ impl Mirror {
         let (Some(p2p), Some(view)) = (p2p, view) else {
             return Ok(Origin::Upstream(probe));
         };
-        if let Some((peer, size)) = view.fetcher {
-            if size == probe.size {
-                return Ok(Origin::Lan { peer, probe });
+        // The node fetching it from upstream now, if any, is the root of the LAN's tree
+        // for this blob; else the tree is rooted at the blob's owner. This node takes the
+        // blob from its parent in that tree, or fetches it from upstream if it is the root.
+        let others: Vec<&str> = view.answered.iter().map(|(_, id)| id.as_str()).collect();
+        let root = match (&view.fetcher, &view.fetcher_id) {
+            (Some((_, size)), _) if *size != probe.size => None,
+            (Some(_), Some(id)) => others.iter().position(|o| o == id),
+            // Heard of in news, but not among those who answered: take it from there.
+            (Some((peer, _)), None) => {
+                return Ok(Origin::Lan {
+                    peer: peer.clone(),
+                    probe,
+                })
             }
-        }
-        let mut nodes = vec![p2p.peers.node_id()];
-        nodes.extend(view.answered.iter().map(|(_, id)| id.as_str()));
-        match crate::p2p::lan::owner(digest, &nodes) {
-            Some(i) if i > 0 => Ok(Origin::Lan {
-                peer: view.answered[i - 1].0.clone(),
+            (None, _) => None,
+        };
+        match crate::p2p::lan::parent(digest, p2p.peers.node_id(), &others, root) {
+            Some(i) => Ok(Origin::Lan {
+                peer: view.answered[i].0.clone(),
                 probe,
             }),
-            _ => Ok(Origin::Upstream(probe)),
+            None => Ok(Origin::Upstream(probe)),
         }
     }
 

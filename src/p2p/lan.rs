@@ -4,10 +4,11 @@
 //!   peer at once (`POST /_shoal/v1/news`), so the LAN knows within a round trip;
 //! - **questions**: a node that misses a blob asks every peer that answers
 //!   (`GET /_shoal/v1/blobs/<digest>`), with a short bound, before it asks upstream;
-//! - **the owner**: when nobody holds a blob and nobody fetches it, the one node that
-//!   fetches it from upstream for the whole LAN is chosen by rendezvous hashing over the
-//!   nodes that answered, so nodes that miss it at the same moment pick the same one
-//!   without a round of agreement. The others get its bytes from the owner as they land.
+//! - **the tree**: when nobody holds a blob, one node fetches it from upstream for the whole
+//!   LAN (the one already doing so, else the highest rendezvous score among the nodes that
+//!   answered), and the others take it from their parent in a binary tree under it, as
+//!   bytes land. Nodes that miss a blob at the same moment build the same tree without a
+//!   round of agreement; no node uploads more than two copies.
 //!
 //! Everything a peer says is a hint: bytes are verified whatever their source.
 //!
@@ -90,6 +91,8 @@ pub struct LanView {
     pub holders: Vec<Holder>,
     /// A node fetching it from upstream now, and the size it said.
     pub fetcher: Option<(String, u64)>,
+    /// That node's id, when it answered (news names only its URL).
+    pub fetcher_id: Option<String>,
     /// Every node that answered, `(url, node id)`.
     pub answered: Vec<(String, String)>,
 }
@@ -122,24 +125,45 @@ impl HeardFills {
     }
 }
 
-/// The node (index into `nodes`) that fetches `digest` from upstream for the LAN: the
-/// highest rendezvous score. Every node computes the same answer from the same set.
-pub fn owner(digest: &Digest, nodes: &[&str]) -> Option<usize> {
-    let score = |node: &str| {
-        let h = Sha256::new()
-            .chain_update(digest.to_string())
-            .chain_update(b"\0")
-            .chain_update(node)
-            .finalize();
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&h[..8]);
-        u64::from_be_bytes(b)
+fn score(digest: &Digest, node: &str) -> u64 {
+    let h = Sha256::new()
+        .chain_update(digest.to_string())
+        .chain_update(b"\0")
+        .chain_update(node)
+        .finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// Where `me` takes `digest` from on the LAN: its parent in a binary tree of `me` and
+/// `others` (node ids), as an index into `others`; `None` when `me` is the root, which
+/// fetches it from upstream. The root is `root` (a node already fetching it from upstream)
+/// when given, else the highest rendezvous score; the rest follow in score order, and node
+/// k of that order takes the blob from node (k-1)/2 as its bytes land there.
+///
+/// Every node computes the same tree from the same set, with no round of agreement. No
+/// node uploads more than two copies (a star around the root would make its uplink carry
+/// one per node), and a parent always comes before its child in the order, so whatever
+/// each node's view, nobody ever ends up taking the blob from itself through others.
+pub fn parent(digest: &Digest, me: &str, others: &[&str], root: Option<usize>) -> Option<usize> {
+    let mut order: Vec<Option<usize>> = std::iter::once(None)
+        .chain((0..others.len()).map(Some))
+        .filter(|i| i.is_none() || *i != root)
+        .collect();
+    let name = |i: &Option<usize>| match i {
+        None => me,
+        Some(i) => others[*i],
     };
-    nodes
-        .iter()
-        .enumerate()
-        .max_by_key(|(_, n)| (score(n), **n))
-        .map(|(i, _)| i)
+    order.sort_by_key(|i| std::cmp::Reverse((score(digest, name(i)), name(i))));
+    if let Some(r) = root {
+        order.insert(0, Some(r));
+    }
+    let k = order.iter().position(|i| i.is_none())?;
+    if k == 0 {
+        return None;
+    }
+    order[(k - 1) / 2]
 }
 
 impl Peers {
@@ -229,8 +253,9 @@ impl Peers {
                     break;
                 }
                 "filling" if a.upstream => {
-                    if let Some(size) = a.size {
-                        view.fetcher.get_or_insert((url, size));
+                    if let (Some(size), None) = (a.size, &view.fetcher) {
+                        view.fetcher = Some((url, size));
+                        view.fetcher_id = Some(a.node_id);
                     }
                 }
                 _ => {}
@@ -414,19 +439,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_node_picks_the_same_owner_and_owners_spread() {
-        let nodes = ["aaaa", "bbbb", "cccc", "dddd"];
-        let mut counts = [0usize; 4];
-        for i in 0..400u32 {
+    fn every_node_builds_the_same_tree() {
+        let nodes = ["aaaa", "bbbb", "cccc", "dddd", "eeee", "ffff", "gggg"];
+        let mut roots = [0usize; 7];
+        for i in 0..300u32 {
             let d = Digest::of(&i.to_le_bytes());
-            let o = owner(&d, &nodes).unwrap();
-            // Order does not matter: another node lists them differently.
-            let mut rev = nodes;
-            rev.reverse();
-            assert_eq!(rev[owner(&d, &rev).unwrap()], nodes[o]);
-            counts[o] += 1;
+            // Each node's own view: itself and the others, in any order.
+            let parents: Vec<Option<&str>> = nodes
+                .iter()
+                .map(|me| {
+                    let mut others: Vec<&str> = nodes.iter().copied().filter(|n| n != me).collect();
+                    others.reverse();
+                    parent(&d, me, &others, None).map(|p| others[p])
+                })
+                .collect();
+            // One root; every other node has a parent; nobody has more than two children;
+            // following parents always reaches the root.
+            let root: Vec<usize> = (0..7).filter(|&i| parents[i].is_none()).collect();
+            assert_eq!(root.len(), 1, "{parents:?}");
+            roots[root[0]] += 1;
+            for n in nodes {
+                assert!(parents.iter().filter(|p| **p == Some(n)).count() <= 2);
+            }
+            for start in 0..7 {
+                let mut at = nodes[start];
+                for _ in 0..7 {
+                    match parents[nodes.iter().position(|n| *n == at).unwrap()] {
+                        Some(p) => at = p,
+                        None => break,
+                    }
+                }
+                assert_eq!(at, nodes[root[0]], "no cycles");
+            }
         }
-        assert!(counts.iter().all(|&c| c > 50), "owners spread: {counts:?}");
-        assert_eq!(owner(&Digest::of(b"x"), &[]), None);
+        assert!(roots.iter().all(|&c| c > 10), "roots spread: {roots:?}");
+    }
+
+    #[test]
+    fn a_node_fetching_upstream_already_is_the_root() {
+        let d = Digest::of(b"blob");
+        let all = ["w", "x", "y", "z"];
+        for fetcher in all {
+            // Every other node, whatever its score, ends up under the fetcher.
+            for me in all.iter().copied().filter(|n| *n != fetcher) {
+                let mut at = me;
+                for _ in 0..4 {
+                    if at == fetcher {
+                        break;
+                    }
+                    let others: Vec<&str> = all.iter().copied().filter(|n| *n != at).collect();
+                    let root = others.iter().position(|n| *n == fetcher);
+                    at = others[parent(&d, at, &others, root).expect("a non-root has a parent")];
+                }
+                assert_eq!(at, fetcher, "{me} reaches the fetcher");
+            }
+        }
+        assert_eq!(parent(&d, "m", &[], None), None, "alone: fetch it yourself");
     }
 }

@@ -1,12 +1,12 @@
-//! The LAN source: a blob's bytes from the node that fetches it from upstream for the
-//! whole LAN (its owner, `p2p::lan`). The upstream workers' ranged GETs go to that node
-//! instead of upstream; it serves them from its own fill as bytes land, so this node's
-//! clients stream throughout.
+//! The LAN source: a blob's bytes from this node's parent in the LAN's tree for the blob
+//! (`p2p::lan::parent`; the root fetches it from upstream). The upstream workers' ranged
+//! GETs go to that node instead of upstream; it serves them from its own fill as bytes
+//! land, so this node's clients stream throughout.
 //!
-//! If the owner stops delivering (it died, stalls, or is cut off), the LAN chooses again
-//! among the nodes that still answer: a node that finds itself the new owner hands over to
-//! its next source (upstream) for the missing ranges only, and the others follow it. So
-//! the missing part crosses the internet once, not once per node.
+//! If the parent stops delivering (it died, stalls, or is cut off), the tree is built
+//! again from the nodes that still answer: a node that finds itself the new root hands
+//! over to its next source (upstream) for the missing ranges only, and the others follow
+//! the new tree. So the missing part crosses the internet once, not once per node.
 //!
 //! Must not: be asked by a request that itself came from a peer (no relay chains).
 
@@ -23,17 +23,17 @@ use crate::oci::{Digest, RepoName};
 use crate::p2p::Peers;
 use crate::upstream::ClientMeta;
 
-/// Owners tried before this node fetches upstream itself.
-const MAX_OWNERS: usize = 3;
+/// Parents tried before this node fetches upstream itself.
+const MAX_PARENTS: usize = 3;
 
 pub struct LanSource {
     peers: Arc<Peers>,
-    owner: String,
+    parent: String,
     repo: RepoName,
     digest: Digest,
     meta: ClientMeta,
     cfg: WorkerConfig,
-    /// An owner that delivers nothing for this long is given up.
+    /// A parent that delivers nothing for this long is given up.
     give_up: Duration,
     /// The nodes whose bytes went into the fill.
     used: std::sync::Mutex<Vec<String>>,
@@ -42,7 +42,7 @@ pub struct LanSource {
 impl LanSource {
     pub fn new(
         peers: Arc<Peers>,
-        owner: String,
+        parent: String,
         repo: RepoName,
         digest: Digest,
         meta: ClientMeta,
@@ -51,7 +51,7 @@ impl LanSource {
     ) -> LanSource {
         LanSource {
             peers,
-            owner,
+            parent,
             repo,
             digest,
             meta,
@@ -61,23 +61,25 @@ impl LanSource {
         }
     }
 
-    /// After an owner failed: the node to follow now, `None` when it is this one.
-    async fn next_owner(&self, failed: &[String]) -> Option<String> {
+    /// After a parent failed: the node to follow now, `None` when this node is the root
+    /// of the tree among the nodes that still answer.
+    async fn next_parent(&self, failed: &[String]) -> Option<String> {
         let view = self.peers.ask(&self.digest).await;
+        if let Some(h) = view.holders.iter().find(|h| !failed.contains(&h.peer_url)) {
+            return Some(h.peer_url.clone());
+        }
         let answered: Vec<&(String, String)> = view
             .answered
             .iter()
             .filter(|(url, _)| !failed.contains(url))
             .collect();
-        if let Some(h) = view.holders.iter().find(|h| !failed.contains(&h.peer_url)) {
-            return Some(h.peer_url.clone());
-        }
-        let mut nodes = vec![self.peers.node_id()];
-        nodes.extend(answered.iter().map(|(_, id)| id.as_str()));
-        match crate::p2p::lan::owner(&self.digest, &nodes) {
-            Some(i) if i > 0 => Some(answered[i - 1].0.clone()),
-            _ => None,
-        }
+        let others: Vec<&str> = answered.iter().map(|(_, id)| id.as_str()).collect();
+        let root = view
+            .fetcher_id
+            .as_deref()
+            .and_then(|id| others.iter().position(|o| *o == id));
+        crate::p2p::lan::parent(&self.digest, self.peers.node_id(), &others, root)
+            .map(|i| answered[i].0.clone())
     }
 }
 
@@ -106,17 +108,17 @@ impl Source for LanSource {
         stop: &'a CancellationToken,
     ) -> BoxFuture<'a, Result<bool, Failure>> {
         Box::pin(async move {
-            let mut owner = self.owner.clone();
+            let mut parent = self.parent.clone();
             let mut failed = Vec::new();
             loop {
                 self.used
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(owner.clone());
-                fill.fed_by(Some(&owner));
+                    .push(parent.clone());
+                fill.fed_by(Some(&parent));
                 let blob = PeerBlob::new(
                     self.peers.clone(),
-                    owner.clone(),
+                    parent.clone(),
                     self.repo.clone(),
                     self.digest,
                     self.meta.clone(),
@@ -125,18 +127,18 @@ impl Source for LanSource {
                 if relay.run(fill, ctx, stop).await? {
                     return Ok(true);
                 }
-                failed.push(owner);
-                if failed.len() >= MAX_OWNERS || stop.is_cancelled() {
+                failed.push(parent);
+                if failed.len() >= MAX_PARENTS || stop.is_cancelled() {
                     return Ok(false);
                 }
-                match self.next_owner(&failed).await {
+                match self.next_parent(&failed).await {
                     Some(next) => {
-                        tracing::info!(digest = %self.digest, peer = %next, "following the LAN's new owner of this blob");
+                        tracing::info!(digest = %self.digest, peer = %next, "taking the blob from another node of the LAN now");
                         fill.touch();
-                        owner = next;
+                        parent = next;
                     }
                     None => {
-                        tracing::info!(digest = %self.digest, "this node is the LAN's owner of the blob now; fetching the missing ranges from upstream");
+                        tracing::info!(digest = %self.digest, "this node fetches the blob for the LAN now; the missing ranges come from upstream");
                         return Ok(false);
                     }
                 }
