@@ -100,11 +100,18 @@ func (u *upstream) quiet(timeout time.Duration) error {
 // cdnSince sums the CDN server's access-log lines after m, once nginx is quiet. Call it
 // after the shoal it measures has stopped (or finished every upstream request).
 func (u *upstream) cdnSince(m cdnMark) (cdnCount, error) {
-	c := cdnCount{Statuses: map[string]int{}}
 	if err := u.quiet(20 * time.Second); err != nil {
 		logf("warning: %v; counting the access log as it is", err)
 	}
-	f, err := os.Open(u.accessLog())
+	return cdnLines(u.accessLog(), m, -1, fmt.Sprintf("%s:%d", cdnHost, u.cdnPort))
+}
+
+// cdnLines sums the lines of access log path between offsets m and end (-1: to its end)
+// whose server is addr (log_format bench: $msec $server_addr:$server_port $status
+// $request_time $bytes_sent …).
+func cdnLines(path string, m, end cdnMark, addr string) (cdnCount, error) {
+	c := cdnCount{Statuses: map[string]int{}}
+	f, err := os.Open(path)
 	if err != nil {
 		return c, err
 	}
@@ -112,13 +119,15 @@ func (u *upstream) cdnSince(m cdnMark) (cdnCount, error) {
 	if _, err := f.Seek(int64(m), io.SeekStart); err != nil {
 		return c, err
 	}
-	b, err := io.ReadAll(f)
+	var r io.Reader = f
+	if end >= 0 {
+		r = io.LimitReader(f, int64(end-m))
+	}
+	b, err := io.ReadAll(r)
 	if err != nil {
 		return c, err
 	}
 	b = b[:bytes.LastIndexByte(b, '\n')+1] // whole lines only
-	addr := fmt.Sprintf("%s:%d", cdnHost, u.cdnPort)
-	// log_format bench: $msec $server_addr:$server_port $status $request_time $bytes_sent …
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.SplitN(line, " ", 6)
 		if len(f) < 5 || f[1] != addr {

@@ -24,7 +24,8 @@ import (
 
 // lan names what bench/swarm built: namespaces <ns>n<i> on a bridge in <ns>sw, node i at
 // <subnet>.<i+1> behind veth <veth>n<i> (node side) / <veth>b<i> (switch side); the root
-// namespace is <subnet>.254 and .253.
+// namespace (the fake upstream, .254 and .253) behind veth <veth>r / <veth>rb (switch side):
+// the WAN link.
 type lan struct {
 	subnet, nsPrefix, vethPrefix string
 	nodes                        int
@@ -56,22 +57,65 @@ func tbfBurst(mbit int) int {
 	return b
 }
 
-// capAll puts a tbf of mbit on both directions of every node's link: egress of the node
-// side (uploads) and egress of the switch side (downloads). mbit 0 removes the caps.
-func (l *lan) capAll(mbit int) error {
+func tbfSpec(mbit int) string {
+	return fmt.Sprintf("rate %dmbit burst %d latency 50ms", mbit, tbfBurst(mbit))
+}
+
+// tcDev is one capped device: its namespace ("" = the root namespace) and name.
+type tcDev struct{ ns, dev string }
+
+func (d tcDev) tc(args ...string) *exec.Cmd {
+	if d.ns == "" {
+		return exec.Command("tc", args...)
+	}
+	return exec.Command("ip", append([]string{"netns", "exec", d.ns, "tc"}, args...)...)
+}
+
+// nodeDevs: egress of the node side (its uploads), egress of the switch side (its downloads).
+func (l *lan) nodeDevs(i int) []tcDev {
+	return []tcDev{{l.ns(i), l.nodeVeth(i)}, {l.switchNS(), l.swVeth(i)}}
+}
+
+// wanDev is the upstream → LAN direction of the WAN link (egress of the root namespace's
+// veth): what the CDN sends. wanUpDev is LAN → upstream (requests, ACKs).
+func (l *lan) wanDev() tcDev   { return tcDev{"", l.vethPrefix + "r"} }
+func (l *lan) wanUpDev() tcDev { return tcDev{l.switchNS(), l.vethPrefix + "rb"} }
+
+func (l *lan) allDevs() []tcDev {
+	var ds []tcDev
 	for i := 0; i < l.nodes; i++ {
-		for _, side := range []struct{ ns, dev string }{{l.ns(i), l.nodeVeth(i)}, {l.switchNS(), l.swVeth(i)}} {
-			var err error
-			if mbit == 0 {
-				// Fails when there is no qdisc to delete: fine.
-				runCmd("ip", "netns", "exec", side.ns, "tc", "qdisc", "del", "dev", side.dev, "root")
-			} else {
-				err = runCmd("ip", "netns", "exec", side.ns, "tc", "qdisc", "replace", "dev", side.dev, "root",
-					"tbf", "rate", fmt.Sprintf("%dmbit", mbit), "burst", strconv.Itoa(tbfBurst(mbit)), "latency", "50ms")
-			}
-			if err != nil {
+		ds = append(ds, l.nodeDevs(i)...)
+	}
+	return append(ds, l.wanDev(), l.wanUpDev())
+}
+
+// setTBF puts a tbf of mbit on the device's egress; mbit 0 removes it.
+func setTBF(d tcDev, mbit int) error {
+	if mbit == 0 {
+		// Fails when there is no qdisc to delete: fine.
+		d.tc("qdisc", "del", "dev", d.dev, "root").Run()
+		return nil
+	}
+	c := d.tc(append([]string{"qdisc", "replace", "dev", d.dev, "root", "tbf"}, strings.Fields(tbfSpec(mbit))...)...)
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(c.Args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// capAll puts a tbf of mbit on both directions of every node's link, and one of wanMbit on
+// both directions of the WAN link (the root namespace's veth). 0 removes the caps.
+func (l *lan) capAll(mbit, wanMbit int) error {
+	for i := 0; i < l.nodes; i++ {
+		for _, d := range l.nodeDevs(i) {
+			if err := setTBF(d, mbit); err != nil {
 				return err
 			}
+		}
+	}
+	for _, d := range []tcDev{l.wanDev(), l.wanUpDev()} {
+		if err := setTBF(d, wanMbit); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -80,15 +124,30 @@ func (l *lan) capAll(mbit int) error {
 // tcStats is `tc -s qdisc show` of every capped device (sent bytes, drops, overlimits).
 func (l *lan) tcStats() map[string]string {
 	out := map[string]string{}
-	for i := 0; i < l.nodes; i++ {
-		for _, side := range []struct{ ns, dev string }{{l.ns(i), l.nodeVeth(i)}, {l.switchNS(), l.swVeth(i)}} {
-			b, err := exec.Command("ip", "netns", "exec", side.ns, "tc", "-s", "qdisc", "show", "dev", side.dev).CombinedOutput()
-			if err == nil {
-				out[side.dev] = strings.Join(strings.Fields(string(b)), " ")
-			}
+	for _, d := range l.allDevs() {
+		b, err := d.tc("-s", "qdisc", "show", "dev", d.dev).CombinedOutput()
+		if err == nil {
+			out[d.dev] = strings.Join(strings.Fields(string(b)), " ")
 		}
 	}
 	return out
+}
+
+// tcSent is the bytes the device's root qdisc has sent (its "Sent N bytes"), -1 if unknown.
+func tcSent(d tcDev) int64 {
+	b, err := d.tc("-s", "qdisc", "show", "dev", d.dev).CombinedOutput()
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	for i := 0; i+2 < len(f); i++ {
+		if f[i] == "Sent" && f[i+2] == "bytes" {
+			if n, err := strconv.ParseInt(f[i+1], 10, 64); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 // ---------------------------------------------------------------------------------------
@@ -96,6 +155,7 @@ func (l *lan) tcStats() map[string]string {
 
 type node struct {
 	name    string
+	id      string // its node id (/_shoal/v1/peers), a fresh one per fresh data dir
 	ns      string // "" for the root namespace
 	ip      string
 	port    int
@@ -123,9 +183,11 @@ func (n *node) stats() (map[string]interface{}, error) {
 }
 
 type peerRow struct {
-	URL    string `json:"url"`
-	Source string `json:"source"`
-	Blobs  int64  `json:"blobs"`
+	URL      string `json:"url"`
+	NodeID   string `json:"node_id"`
+	Source   string `json:"source"`
+	Failures int64  `json:"failures"`
+	Blobs    int64  `json:"blobs"`
 }
 
 func (n *node) peers() ([]peerRow, error) {
@@ -133,6 +195,45 @@ func (n *node) peers() ([]peerRow, error) {
 		Peers []peerRow `json:"peers"`
 	}
 	return v.Peers, n.getJSON("/_shoal/v1/peers", &v)
+}
+
+// knows reports whether n lists o as a live peer: o's URL with o's current node id (its
+// catalog fetched since o started) and no failure since.
+func knows(rows []peerRow, o *node) bool {
+	for _, r := range rows {
+		if r.URL == o.url() && r.NodeID == o.id && r.Failures == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// waitMesh waits until every node lists every other one as a live peer (LAN discovery
+// alone: the nodes have no --peer), and returns how long that took.
+func waitMesh(nodes []*node, timeout time.Duration) (time.Duration, error) {
+	t0 := time.Now()
+	deadline := t0.Add(timeout)
+	for {
+		var missing []string
+		for _, n := range nodes {
+			rows, err := n.peers()
+			for _, o := range nodes {
+				if o != n && (err != nil || !knows(rows, o)) {
+					missing = append(missing, n.name+"→"+o.name)
+				}
+			}
+		}
+		if len(missing) == 0 {
+			return time.Since(t0), nil
+		}
+		if time.Now().After(deadline) {
+			if len(missing) > 12 {
+				missing = append(missing[:12], fmt.Sprintf("… (%d in all)", len(missing)))
+			}
+			return time.Since(t0), fmt.Errorf("after %s, nodes still do not list each other as live peers: %s", timeout, strings.Join(missing, ", "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // catalogLen counts the blobs /_shoal/v1/catalog lists.
@@ -225,7 +326,9 @@ func (s *swarmBench) startNode(spec nodeSpec) (*node, error) {
 		args = append([]string{"netns", "exec", spec.ns, o.shoal}, args...)
 		bin = "ip"
 	}
-	env := []string{"RUST_LOG=" + o.shoalLog, "SHOAL_P2P__CATALOG_INTERVAL=" + o.catalogInterval}
+	// shoal's defaults: no SHOAL_* of the harness's own (the caller's reach it through the
+	// environment, and the report lists them).
+	env := []string{"RUST_LOG=" + o.shoalLog}
 	logPath := filepath.Join(o.work, "logs", "shoal-"+spec.name+".log")
 	n.started = time.Now()
 	if n.p, err = start("shoal-"+spec.name, logPath, env, bin, args...); err != nil {
@@ -234,6 +337,14 @@ func (s *swarmBench) startNode(spec nodeSpec) (*node, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && !n.p.exited() {
 		if n.healthy() {
+			var v struct {
+				NodeID string `json:"node_id"`
+			}
+			if err := n.getJSON("/_shoal/v1/peers", &v); err != nil || v.NodeID == "" {
+				n.p.stop(3 * time.Second)
+				return nil, fmt.Errorf("shoal %s: no node id from /_shoal/v1/peers (%v)", spec.name, err)
+			}
+			n.id = v.NodeID
 			return n, nil
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -252,7 +363,7 @@ func (n *node) stop() time.Duration {
 // ---------------------------------------------------------------------------------------
 // nginx: the fake upstream (root namespace) and the plain-HTTP baseline (node 0)
 
-func swarmUpstreamConf(dir, blobs, regIP, cdnIP string, reg, cdn int) string {
+func swarmUpstreamConf(dir, blobs, regIP, cdnIP string, reg, cdn, status int) string {
 	q := strconv.Quote
 	return fmt.Sprintf(`# generated by bench/harness (swarm): registry (307 to the CDN host) + CDN
 worker_processes auto;
@@ -282,9 +393,15 @@ http {
         location /blobs/ { alias %[9]s; }
         location / { return 404; }
     }
+    # nginx's open connections, for the harness (loopback: never over the capped WAN link)
+    server {
+        listen 127.0.0.1:%[10]d;
+        location = /_nginx_status { stub_status; access_log off; }
+        location / { return 404; }
+    }
 }
 `, q(filepath.Join(dir, "nginx.pid")), q(filepath.Join(dir, "error.log")), q(filepath.Join(dir, "access.log")),
-		q(filepath.Join(dir, "tmp")), regIP, reg, cdnIP, cdn, q(blobs+"/"))
+		q(filepath.Join(dir, "tmp")), regIP, reg, cdnIP, cdn, q(blobs+"/"), status)
 }
 
 func swarmBaselineConf(dir, blobs, ip string, port int) string {
@@ -317,6 +434,7 @@ http {
 type swarmUpstream struct {
 	regIP, cdnIP     string
 	regPort, cdnPort int
+	statusPort       int
 	dir              string
 	proc             *proc
 }
@@ -331,6 +449,62 @@ func (u *swarmUpstream) requests() int {
 		return 0
 	}
 	return strings.Count(string(b), "\n")
+}
+
+func (u *swarmUpstream) mark() cdnMark { return cdnMark(fileSize(u.accessLog())) }
+
+// inFlight is the number of requests nginx is reading or answering, the status request
+// itself not counted. Idle keep-alive connections (a node that fetched something earlier
+// keeps one) do not count: their requests are all in the access log.
+func (u *swarmUpstream) inFlight() (int, error) {
+	b, code, err := getBody(fmt.Sprintf("http://127.0.0.1:%d/_nginx_status", u.statusPort))
+	if err != nil {
+		return 0, err
+	}
+	if code != 200 {
+		return 0, fmt.Errorf("nginx status: HTTP %d", code)
+	}
+	// "Reading: 0 Writing: 1 Waiting: 2"
+	f := strings.Fields(string(b))
+	n, seen := 0, 0
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "Reading:" || f[i] == "Writing:" {
+			v, err := strconv.Atoi(f[i+1])
+			if err != nil {
+				return 0, fmt.Errorf("nginx status: %q", b)
+			}
+			n += v
+			seen++
+		}
+	}
+	if seen != 2 {
+		return 0, fmt.Errorf("nginx status: %q", b)
+	}
+	return n - 1, nil
+}
+
+// cdnSince sums the CDN's access-log lines written after m, once nginx has no request in
+// flight (so every request that ran is in the log). Call it after the nodes it measures
+// have stopped or finished every upstream request.
+func (u *swarmUpstream) cdnSince(m cdnMark) (cdnCount, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := u.inFlight()
+		if err == nil && n <= 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			logf("warning: the upstream nginx still has %d requests in flight after 30 s (%v); counting its access log as it is", n, err)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return u.cdnBetween(m, -1)
+}
+
+// cdnBetween sums the CDN's access-log lines between two marks (end -1: to the end).
+func (u *swarmUpstream) cdnBetween(m, end cdnMark) (cdnCount, error) {
+	return cdnLines(u.accessLog(), m, end, fmt.Sprintf("%s:%d", u.cdnIP, u.cdnPort))
 }
 
 func startNginx(nginx, ns, name, dir, conf string, addrs []string) (*proc, error) {
