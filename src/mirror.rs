@@ -570,6 +570,9 @@ impl Mirror {
     /// Opens a blob for reading, whole or a range of it. A blob neither held nor filling
     /// is looked up in peers' catalogs, else probed upstream first (one probe however many
     /// ask), so an unknown digest is a plain "not found" and never starts a fill.
+    ///
+    /// A held blob whose file turns out damaged (`store::check`) is dropped, and the
+    /// request becomes a miss: the client streams it as on a cold pull.
     pub async fn open_blob(
         &self,
         repo: &RepoName,
@@ -577,6 +580,29 @@ impl Mirror {
         range: Option<RangeSpec>,
         meta: &ClientMeta,
     ) -> Result<BlobRead> {
+        if let Some(read) = self.try_open_blob(repo, digest, range, meta).await? {
+            return Ok(read);
+        }
+        match self.try_open_blob(repo, digest, range, meta).await? {
+            Some(read) => Ok(read),
+            // Dropped, fetched again and damaged again at once: the disk is failing.
+            None => Err(Error::Read {
+                digest: *digest,
+                source: std::io::Error::other(
+                    "the blob's file was damaged again as soon as it was fetched",
+                ),
+            }),
+        }
+    }
+
+    /// `open_blob`, once: `None` when the held blob was found damaged (and dropped).
+    async fn try_open_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<RangeSpec>,
+        meta: &ClientMeta,
+    ) -> Result<Option<BlobRead>> {
         let inner = &self.inner;
         let held = || inner.store.acquire(digest);
         let found = match inner.fills.find(digest, held) {
@@ -604,14 +630,19 @@ impl Mirror {
         };
         match found {
             Found::Done(lease) => {
-                Stats::add(&inner.stats.blob_hits, 1);
                 let stats = inner.stats.clone();
-                read::from_store(&inner.store, stats, *digest, lease, range).await
+                let read = read::from_store(stats, *digest, lease, range).await?;
+                if read.is_some() {
+                    Stats::add(&inner.stats.blob_hits, 1);
+                }
+                Ok(read)
             }
             Found::Running(fill) | Found::Started(fill, _) => {
                 Stats::add(&inner.stats.blob_misses, 1);
                 let stats = inner.stats.clone();
-                read::from_fill(&inner.store, stats, fill, range).await
+                read::from_fill(&inner.store, stats, fill, range)
+                    .await
+                    .map(Some)
             }
         }
     }

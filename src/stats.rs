@@ -70,6 +70,9 @@ counters!(
     fills_from_upstream,
     fills_from_peers,
     evictions,
+    // Complete blobs found missing, cut short or changed on disk, dropped and fetched
+    // again.
+    damaged_blobs,
 );
 
 impl Stats {

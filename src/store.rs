@@ -15,9 +15,12 @@
 //!
 //! Must not: know about HTTP, upstreams or fills.
 
+mod check;
 mod index;
 mod partial;
 
+pub use check::Damage;
+use check::Stamp;
 pub use partial::{Journal, Record};
 
 use std::collections::HashMap;
@@ -98,6 +101,8 @@ pub struct BlobRow {
     pub size: u64,
     pub last_access_ms: i64,
     pub hits: u64,
+    /// The file's `Stamp` when its bytes were last known good (encoded).
+    pub stamp: Option<String>,
 }
 
 /// A manifest exactly as upstream sent it.
@@ -183,18 +188,53 @@ struct BlobMeta {
     hits: u64,
     readers: usize,
     dirty: bool,
+    /// What the file looked like when its bytes were last known good; `None` (or another
+    /// stamp on disk) means it must be hashed before it is served again.
+    stamp: Option<Stamp>,
+    /// Tells this copy from a later one of the same digest, so that dropping a damaged
+    /// copy never drops the one that replaced it.
+    generation: u64,
 }
 
 #[derive(Default)]
 struct Blobs {
     map: HashMap<Digest, BlobMeta>,
     total: u64,
+    generations: u64,
+}
+
+impl Blobs {
+    fn insert(
+        &mut self,
+        d: Digest,
+        size: u64,
+        last_access_ms: i64,
+        hits: u64,
+        stamp: Option<Stamp>,
+    ) {
+        self.generations += 1;
+        let meta = BlobMeta {
+            size,
+            last_access_ms,
+            hits,
+            readers: 0,
+            dirty: false,
+            stamp,
+            generation: self.generations,
+        };
+        if let Some(old) = self.map.insert(d, meta) {
+            self.total -= old.size;
+        }
+        self.total += size;
+    }
 }
 
 struct Inner {
     root: PathBuf,
     db: Mutex<Connection>,
     blobs: Mutex<Blobs>,
+    /// One hash check at a time per blob: the parts of one pull arrive together.
+    checks: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
     _lock: File,
 }
 
@@ -216,11 +256,16 @@ pub struct BlobLease {
     inner: Arc<Inner>,
     digest: Digest,
     size: u64,
+    generation: u64,
 }
 
 impl BlobLease {
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.digest
     }
 
     pub fn open(&self) -> io::Result<File> {
@@ -277,21 +322,25 @@ impl Store {
 
         let mut blobs = Blobs::default();
         let mut stale = Vec::new();
+        let mut unstamped = Vec::new();
         for row in index::load_blobs(&conn)? {
             let path = blob_path(root, &row.digest);
             match fs::metadata(&path) {
                 Ok(m) if m.len() == row.size => {
-                    blobs.total += row.size;
-                    blobs.map.insert(
-                        row.digest,
-                        BlobMeta {
-                            size: row.size,
-                            last_access_ms: row.last_access_ms,
-                            hits: row.hits,
-                            readers: 0,
-                            dirty: false,
-                        },
-                    );
+                    let now = Stamp::of(&m);
+                    let stamp = match row.stamp.as_deref().map(Stamp::decode) {
+                        // From before stamps were kept: what is there now is taken as good.
+                        None => {
+                            unstamped.push((row.digest, now));
+                            Some(now)
+                        }
+                        Some(Some(s)) if s == now => Some(s),
+                        Some(_) => {
+                            tracing::warn!(digest = %row.digest, "blob file changed on disk since it was cached; it is hashed again before it is served");
+                            None
+                        }
+                    };
+                    blobs.insert(row.digest, row.size, row.last_access_ms, row.hits, stamp);
                 }
                 other => {
                     tracing::warn!(digest = %row.digest, found = ?other.map(|m| m.len()).ok(),
@@ -302,6 +351,9 @@ impl Store {
             }
         }
         index::delete_blobs(&mut conn, &stale)?;
+        for (d, stamp) in unstamped {
+            index::set_stamp(&conn, &d, &stamp.encode())?;
+        }
 
         // Files without a row: a crash between rename and insert. Adopt them only if their
         // bytes still hash to their name.
@@ -319,24 +371,16 @@ impl Store {
             match sha256_file(&path) {
                 Ok((got, size)) if got == digest => {
                     tracing::info!(%digest, size, "adopting verified blob file missing from the index");
+                    let stamp = fs::metadata(&path).ok().map(|m| Stamp::of(&m));
                     let row = BlobRow {
                         digest,
                         size,
                         last_access_ms: now_ms(),
                         hits: 0,
+                        stamp: stamp.map(|s| s.encode()),
                     };
                     index::insert_blob(&conn, &row)?;
-                    blobs.total += size;
-                    blobs.map.insert(
-                        digest,
-                        BlobMeta {
-                            size,
-                            last_access_ms: row.last_access_ms,
-                            hits: 0,
-                            readers: 0,
-                            dirty: false,
-                        },
-                    );
+                    blobs.insert(digest, size, row.last_access_ms, 0, stamp);
                 }
                 other => {
                     tracing::warn!(%digest, result = ?other.map(|(d, _)| d), "removing unindexed blob file that fails verification");
@@ -350,6 +394,7 @@ impl Store {
                 root: root.to_owned(),
                 db: Mutex::new(conn),
                 blobs: Mutex::new(blobs),
+                checks: Mutex::default(),
                 _lock: lock_file,
             }),
         })
@@ -385,6 +430,7 @@ impl Store {
             inner: self.inner.clone(),
             digest: *d,
             size: m.size,
+            generation: m.generation,
         })
     }
 
@@ -616,6 +662,7 @@ impl Store {
                         size: m.size,
                         last_access_ms: m.last_access_ms,
                         hits: m.hits,
+                        stamp: None, // not written by update_access
                     }
                 })
                 .collect()
@@ -747,11 +794,15 @@ fn record_complete(
     size: u64,
     torrent: Option<&TorrentRow>,
 ) -> Result<()> {
+    // The file as it is now, its bytes just verified (or adopted verified).
+    let path = blob_path(&inner.root, &d);
+    let stamp = Stamp::of(&fs::metadata(&path).map_err(Error::io("stat", &path))?);
     let row = BlobRow {
         digest: d,
         size,
         last_access_ms: now_ms(),
         hits: 0,
+        stamp: Some(stamp.encode()),
     };
     {
         let mut db = lock(&inner.db);
@@ -762,17 +813,7 @@ fn record_complete(
         }
         tx.commit()?;
     }
-    let mut blobs = lock(&inner.blobs);
-    let meta = BlobMeta {
-        size,
-        last_access_ms: row.last_access_ms,
-        hits: 0,
-        readers: 0,
-        dirty: false,
-    };
-    if blobs.map.insert(d, meta).is_none() {
-        blobs.total += size;
-    }
+    lock(&inner.blobs).insert(d, size, row.last_access_ms, 0, Some(stamp));
     Ok(())
 }
 
@@ -837,8 +878,12 @@ fn walk_blob_files(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Reads a whole file front to back in 4 MiB chunks, handing each to `each` (blocking):
 /// the one way a file is streamed through a hasher. Returns how many bytes it read.
-pub fn stream_file(path: &Path, mut each: impl FnMut(&[u8])) -> io::Result<u64> {
-    let mut f = File::open(path)?;
+pub fn stream_file(path: &Path, each: impl FnMut(&[u8])) -> io::Result<u64> {
+    stream_reader(File::open(path)?, each)
+}
+
+/// `stream_file` for an open file (or any reader), from where it stands.
+pub fn stream_reader(mut f: impl Read, mut each: impl FnMut(&[u8])) -> io::Result<u64> {
     let mut buf = vec![0u8; 4 << 20];
     let mut total = 0u64;
     loop {

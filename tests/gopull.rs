@@ -205,6 +205,90 @@ async fn warm_pull_stays_local() {
     .expect("test timed out");
 }
 
+/// A cached blob damaged on disk while shoal runs (the three ways an issue measured:
+/// cut to a third, deleted, one byte flipped) costs the next `ollama pull` at most one
+/// retry, and upstream sends that blob at most once more; no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn damaged_blob_is_fetched_again() {
+    let Some(bin) = gopull() else { return };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let m = model();
+        up.add_model("library/granite-code", "8b", &m);
+        let shoal = Shoal::start(&up.url()).await;
+        let pull_name = name(&shoal, "library/granite-code", "8b");
+        let first = tempfile::tempdir().unwrap();
+        run_gopull(&bin, first.path(), &pull_name, &["-stall", "10s"])
+            .await
+            .expect_ok("cold pull");
+        assert!(
+            eventually(Duration::from_secs(10), async || shoal.stats().await
+                ["blobs"]
+                == 3)
+            .await
+        );
+        let hex = sha256_hex(&m.layers[0]);
+        let file = shoal
+            .dir
+            .path()
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(&hex);
+        let size = m.layers[0].len() as u64;
+
+        type Damage = fn(&Path);
+        let damages: [(&str, Damage); 3] = [
+            ("cut to a third", |f| {
+                let len = std::fs::metadata(f).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(f)
+                    .unwrap()
+                    .set_len(len / 3)
+                    .unwrap();
+            }),
+            ("deleted", |f| std::fs::remove_file(f).unwrap()),
+            ("one byte flipped", |f| {
+                use std::os::unix::fs::FileExt;
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(f)
+                    .unwrap();
+                let mid = file.metadata().unwrap().len() / 2;
+                let mut b = [0u8];
+                file.read_exact_at(&mut b, mid).unwrap();
+                file.write_all_at(&[!b[0]], mid).unwrap();
+            }),
+        ];
+        for (i, (what, damage)) in damages.into_iter().enumerate() {
+            damage(&file);
+            let cdn_before = up.counts.cdn_bytes.load(SeqCst);
+            let models = tempfile::tempdir().unwrap();
+            let o = run_gopull(&bin, models.path(), &pull_name, &["-stall", "10s"]).await;
+            o.expect_ok(&format!("pull after the blob was {what}"));
+            assert_models_dir(models.path(), &shoal, "library/granite-code", "8b", &m);
+            assert!(
+                o.json["retries"].as_u64().unwrap() <= 1,
+                "{what}: {}",
+                o.json
+            );
+            let stats = settled_stats(&shoal).await;
+            let cdn = up.counts.cdn_bytes.load(SeqCst) - cdn_before;
+            assert!(
+                cdn <= size,
+                "{what}: the CDN sent {cdn} bytes for a {size}-byte blob"
+            );
+            assert!(cdn > 0, "{what}: fetched again");
+            assert_eq!(stats["damaged_blobs"], i as u64 + 1, "{what}: {stats}");
+            assert_eq!(stats["blobs"], 3, "{what}: held again: {stats}");
+            assert_eq!(std::fs::read(&file).unwrap(), m.layers[0], "{what}: mended");
+        }
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_cold_pulls_fill_each_blob_once() {
     let Some(bin) = gopull() else { return };

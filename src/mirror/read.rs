@@ -19,7 +19,7 @@ use super::fill::Fill;
 use super::{Error, Result};
 use crate::oci::{ByteRange, Digest, RangeSpec};
 use crate::stats::Stats;
-use crate::store::{BlobLease, Store};
+use crate::store::{self, BlobLease, Store};
 
 const CHUNK: u64 = 512 * 1024;
 
@@ -48,8 +48,10 @@ pub struct BlobRead {
 
 enum Source {
     /// Held so the blob is not evicted while it is read.
-    Store(#[allow(dead_code)] BlobLease),
+    Store(BlobLease),
     Fill(Arc<Fill>),
+    /// The store's blob, found damaged under this reader (which ends with an error).
+    Gone,
 }
 
 struct Reader {
@@ -106,17 +108,34 @@ async fn open_at(digest: Digest, paths: Vec<PathBuf>, pos: u64) -> Result<File> 
     .map_err(|source| Error::Read { digest, source })
 }
 
+/// A complete blob from the store; `None` when its file turned out damaged (missing, cut
+/// short or changed: see `store::check`), in which case it was dropped from the store and
+/// the caller should treat the request as a miss.
 pub(super) async fn from_store(
-    store: &Store,
     stats: Arc<Stats>,
     digest: Digest,
     lease: BlobLease,
     range: Option<RangeSpec>,
-) -> Result<BlobRead> {
+) -> Result<Option<BlobRead>> {
     let size = lease.size();
     let (range, start, end) = resolve(digest, size, range)?;
-    let file = open_at(digest, vec![store.blob_path(&digest)], start).await?;
-    Ok(make(
+    let (lease, opened) = tokio::task::spawn_blocking(move || {
+        let opened = lease.open_checked(start);
+        (lease, opened)
+    })
+    .await
+    .map_err(|e| Error::Read {
+        digest,
+        source: std::io::Error::other(e),
+    })?;
+    let file = match opened {
+        Ok(f) => f,
+        Err(damage) => {
+            damaged(&stats, lease, damage).await;
+            return Ok(None);
+        }
+    };
+    Ok(Some(make(
         Reader {
             digest,
             source: Source::Store(lease),
@@ -130,7 +149,17 @@ pub(super) async fn from_store(
             done: false,
         },
         range,
-    ))
+    )))
+}
+
+/// Drops a damaged blob from the store (off the runtime) and counts it once.
+async fn damaged(stats: &Stats, lease: BlobLease, damage: store::Damage) {
+    let dropped = tokio::task::spawn_blocking(move || lease.drop_damaged(&damage))
+        .await
+        .unwrap_or(false);
+    if dropped {
+        Stats::add(&stats.damaged_blobs, 1);
+    }
 }
 
 pub(super) async fn from_fill(
@@ -171,7 +200,7 @@ pub(super) async fn from_fill(
 fn make(reader: Reader, range: Option<ByteRange>) -> BlobRead {
     let (digest, size) = (reader.digest, reader.size);
     let source = match &reader.source {
-        Source::Store(_) => BlobSource::Cache,
+        Source::Store(_) | Source::Gone => BlobSource::Cache,
         Source::Fill(fill) => fill.source(),
     };
     let body = stream::unfold(reader, |mut r| async move {
@@ -189,6 +218,16 @@ fn make(reader: Reader, range: Option<ByteRange>) -> BlobRead {
 }
 
 impl Reader {
+    /// A complete blob's file failed under this reader: the rest of the body cannot be
+    /// sent (the connection is cut, never padded), and the next request must not find the
+    /// blob held. Returns `e` for the body.
+    async fn fail(&mut self, e: Error, damage: store::Damage) -> Error {
+        if let Source::Store(lease) = std::mem::replace(&mut self.source, Source::Gone) {
+            damaged(&self.stats, lease, damage).await;
+        }
+        e
+    }
+
     async fn next(&mut self) -> Option<Result<Bytes>> {
         if self.done || self.pos >= self.end {
             return None;
@@ -216,10 +255,8 @@ impl Reader {
             }
         }
         let n = (limit - self.pos) as usize;
-        let read_error = |source| Error::Read {
-            digest: self.digest,
-            source,
-        };
+        let digest = self.digest;
+        let read_error = move |source| Error::Read { digest, source };
         let file = self
             .file
             .take()
@@ -234,13 +271,27 @@ impl Reader {
         .await
         .map_err(|e| read_error(std::io::Error::other(e)))?;
         self.file = Some(file);
-        let buf = result.map_err(read_error)?;
-        if buf.len() != n {
-            return Err(read_error(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("file ended {} bytes early", n - buf.len()),
-            )));
-        }
+        let buf = match result {
+            Ok(buf) if buf.len() == n => buf,
+            // read_to_end stopped at the end of the file: it is this long.
+            Ok(buf) => {
+                let found = self.pos + buf.len() as u64;
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("file ended {} bytes early", self.size - found),
+                );
+                let damage = store::Damage::Size {
+                    found,
+                    expected: self.size,
+                };
+                return Err(self.fail(read_error(e), damage).await);
+            }
+            Err(e) => {
+                let damage =
+                    store::Damage::Unreadable(std::io::Error::new(e.kind(), e.to_string()));
+                return Err(self.fail(read_error(e), damage).await);
+            }
+        };
         let bytes = Bytes::from(buf);
         self.pos += n as u64;
         Stats::add(&self.stats.served_bytes, n as u64);

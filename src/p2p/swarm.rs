@@ -53,8 +53,6 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    #[error("blob {digest} fails its own torrent's piece check; not seeding it")]
-    Corrupt { digest: Digest },
     #[error("seeding blob {digest} did not start within {after:?}")]
     Timeout { digest: Digest, after: Duration },
     #[error("store lookup failed")]
@@ -271,9 +269,18 @@ impl Swarm {
             Ok(Ok(())) => {}
         }
         if !handle.stats().finished {
+            // Rotten on disk: not seeded, and no longer held (peers get 404 and look
+            // elsewhere; the next request here fetches it again).
             self.drop_torrent(&handle).await;
             tracing::error!(%digest, "cached blob fails its torrent's piece check");
-            return Err(Error::Corrupt { digest }.into());
+            let damage = crate::store::Damage::Corrupt;
+            let dropped = tokio::task::spawn_blocking(move || lease.drop_damaged(&damage))
+                .await
+                .unwrap_or(false);
+            if dropped {
+                Stats::add(&self.stats.damaged_blobs, 1);
+            }
+            return Err(AddError::NotHeld);
         }
         tracing::info!(%digest, infohash = %hex::encode(infohash), "seeding");
         Ok(Arc::new(Seed {
@@ -302,9 +309,19 @@ impl Swarm {
             tracing::warn!(%digest, "stored torrent does not fit the rule; recomputing");
         }
         let path = self.store.blob_path(&digest);
+        // Its digest is checked on the way: piece hashes of rotten bytes must never be
+        // recorded as the blob's torrent.
         let info = tokio::task::spawn_blocking(move || -> std::io::Result<TorrentInfo> {
+            use sha2::Digest as _;
             let mut hasher = PieceHasher::new(size);
-            crate::store::stream_file(&path, |b| hasher.update(b))?;
+            let mut sha = sha2::Sha256::new();
+            crate::store::stream_file(&path, |b| {
+                hasher.update(b);
+                sha.update(b);
+            })?;
+            if Digest::from_bytes(sha.finalize().into()) != digest {
+                return Err(std::io::Error::other(crate::store::Damage::Corrupt));
+            }
             Ok(hasher.finish(digest, size))
         })
         .await

@@ -15,6 +15,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../migrations/0001_init.sql")),
         M::up(include_str!("../../migrations/0002_torrents.sql")),
         M::up(include_str!("../../migrations/0003_peers.sql")),
+        M::up(include_str!("../../migrations/0004_blob_stamps.sql")),
     ])
 });
 
@@ -62,23 +63,34 @@ fn digest_col(s: String) -> rusqlite::Result<Digest> {
 }
 
 pub(super) fn load_blobs(conn: &Connection) -> rusqlite::Result<Vec<BlobRow>> {
-    let mut stmt = conn.prepare("SELECT digest, size, last_access_ms, hits FROM blobs")?;
+    let mut stmt = conn.prepare("SELECT digest, size, last_access_ms, hits, stamp FROM blobs")?;
     let rows = stmt.query_map([], |r| {
         Ok(BlobRow {
             digest: digest_col(r.get(0)?)?,
             size: r.get::<_, i64>(1)? as u64,
             last_access_ms: r.get(2)?,
             hits: r.get::<_, i64>(3)? as u64,
+            stamp: r.get(4)?,
         })
     })?;
     rows.collect()
 }
 
+/// Records what a blob's file looks like now that its bytes are known good.
+pub(super) fn set_stamp(conn: &Connection, d: &Digest, stamp: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE blobs SET stamp = ?2 WHERE digest = ?1",
+        params![d.to_string(), stamp],
+    )?;
+    Ok(())
+}
+
 pub(super) fn insert_blob(conn: &Connection, row: &BlobRow) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO blobs (digest, size, created_ms, last_access_ms, hits) VALUES (?1, ?2, ?3, ?3, ?4)
-         ON CONFLICT(digest) DO UPDATE SET size = excluded.size, last_access_ms = excluded.last_access_ms",
-        params![row.digest.to_string(), row.size as i64, row.last_access_ms, row.hits as i64],
+        "INSERT INTO blobs (digest, size, created_ms, last_access_ms, hits, stamp) VALUES (?1, ?2, ?3, ?3, ?4, ?5)
+         ON CONFLICT(digest) DO UPDATE SET size = excluded.size,
+             last_access_ms = excluded.last_access_ms, stamp = excluded.stamp",
+        params![row.digest.to_string(), row.size as i64, row.last_access_ms, row.hits as i64, row.stamp],
     )?;
     Ok(())
 }
@@ -458,6 +470,7 @@ mod tests {
             size: 1,
             last_access_ms: 5,
             hits: 0,
+            stamp: Some("1:2.3".into()),
         };
         insert_blob(&conn, &row).unwrap();
         update_access(
@@ -472,6 +485,12 @@ mod tests {
         let rows = load_blobs(&conn).unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].hits, rows[0].last_access_ms), (3, 9));
+        assert_eq!(rows[0].stamp.as_deref(), Some("1:2.3"));
+        set_stamp(&conn, &d, "4:5.6").unwrap();
+        assert_eq!(
+            load_blobs(&conn).unwrap()[0].stamp.as_deref(),
+            Some("4:5.6")
+        );
         delete_blobs(&mut conn, &[d]).unwrap();
         assert!(load_blobs(&conn).unwrap().is_empty());
 

@@ -136,3 +136,111 @@ async fn torrents_go_with_their_blob() {
         "evicted with its blob"
     );
 }
+
+fn read_checked(lease: &BlobLease, pos: u64) -> Result<String, Damage> {
+    let mut s = String::new();
+    lease.open_checked(pos)?.read_to_string(&mut s).unwrap();
+    Ok(s)
+}
+
+/// Flips a byte in place: the file keeps its size and inode, but its ctime moves on.
+fn flip_byte(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x20], at).unwrap();
+}
+
+#[tokio::test]
+async fn damaged_files_are_found_when_opened_and_dropped_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let sound = put_blob(&store, b"sound and whole").await;
+    let gone = put_blob(&store, b"deleted under shoal").await;
+    let short = put_blob(&store, b"truncated under shoal").await;
+    let flipped = put_blob(&store, b"one byte flipped under shoal").await;
+    let touched = put_blob(&store, b"rewritten with the same bytes").await;
+
+    fs::remove_file(store.blob_path(&gone)).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(store.blob_path(&short))
+        .unwrap()
+        .set_len(5)
+        .unwrap();
+    flip_byte(&store.blob_path(&flipped), 10);
+    // Same bytes written again: the stamp changes, the hash still matches.
+    fs::write(store.blob_path(&touched), b"rewritten with the same bytes").unwrap();
+
+    let lease = store.acquire(&sound).unwrap();
+    assert_eq!(read_checked(&lease, 6).unwrap(), "and whole");
+    drop(lease);
+    let lease = store.acquire(&touched).unwrap();
+    assert_eq!(
+        read_checked(&lease, 0).unwrap(),
+        "rewritten with the same bytes"
+    );
+    drop(lease);
+
+    for (d, want) in [
+        (gone, "missing"),
+        (short, "5 bytes"),
+        (flipped, "no longer hashes"),
+    ] {
+        let lease = store.acquire(&d).unwrap();
+        let damage = read_checked(&lease, 0).unwrap_err();
+        assert!(damage.to_string().contains(want), "{d}: {damage}");
+        assert!(lease.drop_damaged(&damage), "the first report drops it");
+        assert!(
+            !lease.drop_damaged(&damage),
+            "a second report of the same copy does not"
+        );
+        assert_eq!(store.blob_size(&d), None, "{d} is a miss now");
+        assert!(!store.blob_path(&d).exists());
+    }
+    assert_eq!(store.totals().0, 2);
+    drop(store);
+
+    // The index agrees after a restart; the rewritten file's new stamp was recorded.
+    let store = Store::open(dir.path()).await.unwrap();
+    assert_eq!(store.totals().0, 2);
+    let lease = store.acquire(&touched).unwrap();
+    let on_disk = fs::metadata(store.blob_path(&touched)).unwrap();
+    assert_eq!(lease.stamp(), Some(Stamp::of(&on_disk)));
+}
+
+#[tokio::test]
+async fn a_file_changed_while_shoal_was_down_is_hashed_before_it_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let d = put_blob(&store, b"changed while shoal was down").await;
+    drop(store);
+    flip_byte(&blob_path(dir.path(), &d), 3);
+
+    // Same size, so start-up keeps it, but not as known good.
+    let store = Store::open(dir.path()).await.unwrap();
+    let lease = store.acquire(&d).unwrap();
+    assert_eq!(lease.stamp(), None);
+    assert!(matches!(read_checked(&lease, 0), Err(Damage::Corrupt)));
+}
+
+#[tokio::test]
+async fn a_dropped_copy_never_drops_the_one_that_replaced_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let d = put_blob(&store, b"first copy").await;
+    let old = store.acquire(&d).unwrap();
+    assert!(old.drop_damaged(&Damage::Missing));
+    put_blob(&store, b"first copy").await;
+    assert!(!old.drop_damaged(&Damage::Missing));
+    assert_eq!(store.blob_size(&d), Some(10));
+    assert_eq!(
+        read_checked(&store.acquire(&d).unwrap(), 0).unwrap(),
+        "first copy"
+    );
+}
