@@ -147,6 +147,13 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
             Ok::<(), std::convert::Infallible>(())
         }
     });
+    crate::task::spawn("news of dropped blobs", {
+        let (peers, dropped, stop) = (peers.clone(), store.dropped(), background.child_token());
+        async move {
+            peers.tell_dropped(dropped, stop).await;
+            Ok::<(), std::convert::Infallible>(())
+        }
+    });
     if cfg.p2p.discovery {
         // The interface: the one the HTTP listener is bound to, if it names one.
         let interface = match cfg.listen.ip() {

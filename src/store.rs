@@ -83,6 +83,9 @@ pub fn is_disk_full(e: &io::Error) -> bool {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How many dropped blobs `Store::dropped` keeps for a slow receiver.
+const DROPPED_BACKLOG: usize = 1024;
+
 /// A partial nobody resumed for this long is discarded at start-up.
 const PARTIAL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
@@ -235,6 +238,8 @@ struct Inner {
     blobs: Mutex<Blobs>,
     /// One hash check at a time per blob: the parts of one pull arrive together.
     checks: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
+    /// Blobs that stopped being held (evicted, or dropped as damaged).
+    dropped: tokio::sync::broadcast::Sender<Digest>,
     _lock: File,
 }
 
@@ -395,6 +400,7 @@ impl Store {
                 db: Mutex::new(conn),
                 blobs: Mutex::new(blobs),
                 checks: Mutex::default(),
+                dropped: tokio::sync::broadcast::channel(DROPPED_BACKLOG).0,
                 _lock: lock_file,
             }),
         })
@@ -432,6 +438,12 @@ impl Store {
             size: m.size,
             generation: m.generation,
         })
+    }
+
+    /// Tells of every blob that stops being held from now on (evicted, or dropped as
+    /// damaged). A receiver that falls more than `DROPPED_BACKLOG` behind misses some.
+    pub fn dropped(&self) -> tokio::sync::broadcast::Receiver<Digest> {
+        self.inner.dropped.subscribe()
     }
 
     /// (complete blobs, their total bytes)
@@ -642,6 +654,9 @@ impl Store {
             }
             let digests: Vec<Digest> = victims.iter().map(|(d, _)| *d).collect();
             index::delete_blobs(&mut lock(&inner.db), &digests)?;
+            for d in digests {
+                let _ = inner.dropped.send(d); // no receiver: nobody to tell
+            }
             Ok(victims)
         })
         .await?

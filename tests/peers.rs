@@ -131,3 +131,62 @@ async fn swarm_key_gates_catalog_torrent_and_tracker() {
     .await
     .expect("test timed out");
 }
+
+/// A holder whose copy rotted drops it when it finds out (here: a peer asks for its
+/// torrent and the piece check fails): it answers 404, and tells its peers at once that
+/// it no longer holds the blob (B polls catalogs only hourly here, so only news can).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotten_holder_drops_the_blob_and_tells_its_peers() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let data = blob_bytes(2 * MIB, 72);
+        let digest = up.add_blob(data.clone());
+        let hourly = Duration::from_secs(3600);
+        let b = Shoal::start_with(&up.url(), |c| c.p2p.catalog_interval = hourly).await;
+        let a = Shoal::start_with(&up.url(), |c| {
+            c.peers = vec![b.peer_url()];
+            c.p2p.catalog_interval = hourly;
+        })
+        .await;
+        let blob_url = format!("{}/v2/x/blobs/{digest}", a.url());
+        assert_eq!(get(&blob_url, &[]).await.body, data);
+        let holds = async |n: u64| {
+            eventually(Duration::from_secs(10), async || {
+                peer_state(&b).await["peers"][0]["blobs"] == n
+            })
+            .await
+        };
+        assert!(
+            holds(1).await,
+            "B heard A cached it: {}",
+            peer_state(&b).await
+        );
+
+        // Rot: one byte flipped in A's file.
+        let hex = &digest[7..];
+        let file = a.dir.path().join("blobs/sha256").join(&hex[..2]).join(hex);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[MIB] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+
+        let torrent = get(
+            &format!("{}/_shoal/v1/blobs/{digest}/torrent", a.url()),
+            &[],
+        )
+        .await;
+        assert_eq!(torrent.status, 404, "not seeded, not held");
+        let stats = a.stats().await;
+        assert_eq!(stats["damaged_blobs"], 1, "{stats}");
+        assert_eq!(stats["blobs"], 0, "{stats}");
+        assert!(
+            holds(0).await,
+            "B heard A dropped it: {}",
+            peer_state(&b).await
+        );
+
+        // A's next client gets the right bytes, fetched again.
+        assert_eq!(get(&blob_url, &[]).await.body, data);
+    })
+    .await
+    .expect("test timed out");
+}

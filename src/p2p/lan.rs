@@ -58,6 +58,9 @@ pub struct News {
     pub have: Vec<CatalogEntry>,
     #[serde(default)]
     pub filling: Vec<Filling>,
+    /// Blobs it no longer holds (evicted, or dropped as damaged).
+    #[serde(default)]
+    pub gone: Vec<Digest>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,6 +273,40 @@ impl Peers {
         view
     }
 
+    /// Tells the LAN of every blob the store stops holding, batched, until `stop`. If it
+    /// falls behind, the peers' catalog polls catch up.
+    pub async fn tell_dropped(
+        &self,
+        mut dropped: tokio::sync::broadcast::Receiver<Digest>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                d = dropped.recv() => d,
+            };
+            let mut gone = match first {
+                Ok(d) => vec![d],
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            while let Ok(d) = dropped.try_recv() {
+                if gone.len() == MAX_NEWS_ITEMS {
+                    break;
+                }
+                gone.push(d);
+            }
+            self.announce(News {
+                node_id: self.node_id().to_owned(),
+                http_port: self.http_port(),
+                gone,
+                ..News::default()
+            })
+            .await;
+        }
+    }
+
     /// Tells every known peer `news` (concurrently, best effort).
     pub async fn announce(&self, news: News) {
         let peers = match self.store().peers().await {
@@ -299,6 +336,7 @@ impl Peers {
         }
         news.have.truncate(MAX_NEWS_ITEMS);
         news.filling.truncate(MAX_NEWS_ITEMS);
+        news.gone.truncate(MAX_NEWS_ITEMS);
         let url = match self.store().peer_by_node(news.node_id.clone()).await {
             Ok(Some(url)) => url,
             _ if news.http_port != 0 => {
@@ -316,6 +354,15 @@ impl Peers {
         for f in &news.filling {
             tracing::debug!(%url, digest = %f.digest, "peer is fetching a blob from upstream");
             self.heard_fills().note(f.digest, url.clone(), f.size);
+        }
+        if !news.gone.is_empty() {
+            let n = news.gone.len();
+            match self.store().remove_peer_blobs(url.clone(), news.gone).await {
+                Ok(()) => tracing::debug!(%url, blobs = n, "peer no longer holds blobs"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "cannot record a peer's news")
+                }
+            }
         }
         if !news.have.is_empty() {
             for e in &news.have {

@@ -156,6 +156,7 @@ impl BlobLease {
         if let Err(e) = index::delete_blobs(&mut lock(&self.inner.db), &[self.digest]) {
             tracing::warn!(digest = %self.digest, error = %e, "cannot drop a damaged blob from the index");
         }
+        let _ = self.inner.dropped.send(self.digest); // no receiver: nobody to tell
         true
     }
 }
