@@ -42,6 +42,12 @@ pub enum Error {
     Join(#[from] tokio::task::JoinError),
     #[error("serving failed")]
     Serve(#[source] std::io::Error),
+    #[error("cannot make or read the admin token {path}")]
+    AdminToken {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running shoal. Tests start several in one process.
@@ -60,6 +66,15 @@ pub struct App {
 
 pub async fn start(cfg: Config) -> Result<App, Error> {
     let store = Store::open(&cfg.data_dir).await?;
+    let admin_token = match &cfg.admin.token {
+        Some(t) => t.clone(),
+        None => {
+            crate::token::load_or_create(&cfg.data_dir).map_err(|source| Error::AdminToken {
+                path: crate::token::path(&cfg.data_dir),
+                source,
+            })?
+        }
+    };
     let stats = Arc::new(Stats::default());
     stats.restore(&store.load_counters().await?);
     let upstream = Upstream::new(&cfg.upstream, &cfg.fetch, &cfg.resolve)?;
@@ -147,6 +162,13 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
             Ok::<(), std::convert::Infallible>(())
         }
     });
+    if !cfg.scrub.period.is_zero() {
+        let (mirror, stop, period) = (mirror.clone(), background.child_token(), cfg.scrub.period);
+        crate::task::spawn("scrub", async move {
+            mirror.scrub(period, stop).await;
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
     crate::task::spawn("news of dropped blobs", {
         let (peers, dropped, stop) = (peers.clone(), store.dropped(), background.child_token());
         async move {
@@ -174,6 +196,7 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         tls,
         started: Instant::now(),
         slots,
+        admin_token: Arc::from(admin_token.as_str()),
     });
     let tls_server = match tls_listener {
         None => None,

@@ -1,5 +1,5 @@
 //! A client of a running shoal's own HTTP API, for the commands that talk to one:
-//! `shoal health` (the container's health check) and `shoal prefetch`.
+//! `shoal health` (the container's health check), `shoal prefetch` and `shoal verify`.
 //!
 //! Plain HTTP to the listen address, as any other client of the cache would use it.
 //! `prefetch` warms the cache by pulling a model through the server's own fill engine.
@@ -14,8 +14,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 
 mod prefetch;
+mod verify;
 
 pub use prefetch::{prefetch, BlobReport, Platforms, PrefetchError, Report, Source};
+pub use verify::{verify, VerifyReport};
 
 /// Where `shoal serve` listens by default, as seen from the same box.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9200";
@@ -124,8 +126,18 @@ impl ServerClient {
         path: &str,
         headers: &[(http::HeaderName, &str)],
     ) -> Result<http::Response<Incoming>> {
+        self.send(http::Method::GET, path, headers).await
+    }
+
+    /// Sends a request without a body and returns the answer with its body unread.
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(http::HeaderName, &str)],
+    ) -> Result<http::Response<Incoming>> {
         let url = self.url(path);
-        let mut req = Request::get(&url);
+        let mut req = Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             req = req.header(k, *v);
         }

@@ -54,6 +54,8 @@ pub struct Config {
     pub fetch: FetchConfig,
     pub p2p: P2pConfig,
     pub manifests: ManifestConfig,
+    pub scrub: ScrubConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
 }
 
@@ -211,6 +213,8 @@ impl Default for Config {
             fetch: FetchConfig::default(),
             p2p: P2pConfig::default(),
             manifests: ManifestConfig::default(),
+            scrub: ScrubConfig::default(),
+            admin: AdminConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -228,6 +232,35 @@ impl Default for FetchConfig {
             give_up_after: Duration::from_secs(60),
         }
     }
+}
+
+/// The background scrub: every cached blob is hashed again within each period, at the
+/// slowest rate that does it, and one that fails is dropped and fetched again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// A whole pass within this period; `0s` switches the scrub off.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig {
+            period: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Admin requests that change something (`shoal verify`, ...) carry
+/// `Authorization: Bearer <token>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The token. When absent, one is made on first start and kept in
+    /// `<data-dir>/admin.token` (mode 0600), where the CLI finds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Default for ManifestConfig {
@@ -250,7 +283,7 @@ impl Default for LogConfig {
 }
 
 /// `$XDG_DATA_HOME/shoal`, else `~/.local/share/shoal`, else `./shoal-data`.
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("shoal");
     }

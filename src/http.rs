@@ -72,6 +72,19 @@ pub struct State {
     /// Places for client connections (`connection_limit`), shared by every listener and
     /// by intercepted tunnels.
     pub slots: Arc<tokio::sync::Semaphore>,
+    /// What admin requests that change something must carry (`token.rs`).
+    pub admin_token: Arc<str>,
+}
+
+impl State {
+    /// Refuses a request without the admin token.
+    fn admin_only(&self, req: &Request<Incoming>) -> Result<(), HttpError> {
+        let header = req.headers().get(http::header::AUTHORIZATION);
+        match crate::token::authorizes(header.map(|h| h.as_bytes()), &self.admin_token) {
+            true => Ok(()),
+            false => Err(HttpError::AdminToken),
+        }
+    }
 }
 
 /// The two ends of a request's connection.
@@ -316,7 +329,7 @@ async fn dispatch(
 ) -> Result<Response<Body>, HttpError> {
     let method = req.method().clone();
     let allowed = match route {
-        Endpoint::News => method == Method::POST,
+        Endpoint::News | Endpoint::Verify => method == Method::POST,
         _ => method == Method::GET || method == Method::HEAD,
     };
     if !allowed {
@@ -341,6 +354,10 @@ async fn dispatch(
         Endpoint::Peers => p2p::peers(state).await,
         Endpoint::Torrents => p2p::torrents(state),
         Endpoint::CaPem => admin::ca_pem(state),
+        Endpoint::Verify => {
+            state.admin_only(&req)?;
+            admin::verify(state)
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! - `oci`: pure types (digests, names, ranges, routes, error codes).
 //! - `tls`: shoal's CA, minted leaf certificates, the intercept/allow policy.
 //! - `client`: a client of a running shoal's HTTP API (`shoal health`, `shoal prefetch`).
+//! - `token`: the admin token (config, or `<data-dir>/admin.token`).
 //! - `config`, `stats`, `telemetry`, `task` (the one way to spawn a named task), `net` (the
 //!   one way to build an HTTP client): leaves.
 
@@ -29,4 +30,5 @@ pub mod store;
 pub mod task;
 pub mod telemetry;
 pub mod tls;
+pub mod token;
 pub mod upstream;

@@ -35,6 +35,23 @@ enum Command {
     /// Warm a running shoal's cache with a model or image: its manifest and every blob are
     /// pulled through the server, which fetches and verifies what it lacks.
     Prefetch(PrefetchArgs),
+    /// Hash every blob a running shoal holds now, and fetch again any that fails (from the
+    /// LAN or upstream). Exit 0 when the cache is sound afterwards, 1 when something could
+    /// not be mended (or the server could not be asked), 64 on bad usage.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// The shoal to verify [default: http://127.0.0.1:9200]
+    #[arg(long, env = "SHOAL_SERVER")]
+    server: Option<String>,
+    /// Its data dir, where its admin token is (`admin.token`) [default: as `shoal serve`]
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// The admin token itself (instead of reading it from the data dir).
+    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -84,6 +101,7 @@ fn main() -> ExitCode {
         Command::Ca(args) => ca(args),
         Command::Health(args) => health(args),
         Command::Prefetch(args) => prefetch(args),
+        Command::Verify(args) => verify(args),
     }
 }
 
@@ -230,6 +248,59 @@ fn prefetch(args: PrefetchArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("shoal: prefetch failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exit 64 on bad usage (a bad URL, no token), 1 when the server cannot be asked or
+/// something could not be mended.
+fn verify(args: VerifyArgs) -> ExitCode {
+    let usage = |msg: String| {
+        eprintln!("shoal: {msg}");
+        ExitCode::from(64)
+    };
+    let server = args
+        .server
+        .as_deref()
+        .unwrap_or(shoal::client::DEFAULT_SERVER);
+    let base = match shoal::client::server_base(server) {
+        Ok(b) => b,
+        Err(e) => return usage(e.to_string()),
+    };
+    let token = match args.token {
+        Some(t) => t,
+        None => {
+            let dir = args
+                .data_dir
+                .unwrap_or_else(shoal::config::default_data_dir);
+            match shoal::token::read(&dir) {
+                Ok(t) => t,
+                Err(e) => {
+                    return usage(format!(
+                        "no admin token: cannot read {} ({e}); give --data-dir, --token or SHOAL_ADMIN_TOKEN",
+                        shoal::token::path(&dir).display()
+                    ))
+                }
+            }
+        }
+    };
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let result = runtime().and_then(|rt| {
+        rt.block_on(shoal::client::verify(&base, &token, progress))
+            .map_err(anyhow::Error::from)
+    });
+    match result {
+        Ok(report) => {
+            println!("{}", report.summary());
+            if report.sound() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("shoal: verify failed: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -12,6 +12,7 @@
 mod budget;
 mod fill;
 mod flight;
+mod heal;
 mod manifests;
 mod ranges;
 mod read;
@@ -39,6 +40,8 @@ pub use manifests::{ManifestOutcome, ManifestReply};
 /// that `docker stop` waits before it kills.
 const DRAIN: Duration = Duration::from_secs(5);
 pub use read::{BlobRead, BlobSource, BlobStream};
+
+pub use heal::Verdict;
 
 use budget::Budget;
 use fill::{
@@ -424,6 +427,7 @@ impl Mirror {
         let (ctx, budget) = (inner.fill_ctx.clone(), inner.budget.clone());
         let mirror = self.clone();
         let span = tracing::info_span!("fill", %digest, %repo);
+        let repo = repo.to_string();
         inner.fill_ctx.tasks.spawn(
             async move {
                 let reservation = budget.reserve(&digest, size).await;
@@ -431,6 +435,12 @@ impl Mirror {
                 mirror.record(&fill);
                 drop(permit);
                 drop(reservation);
+                if fill.verified().await.is_ok() {
+                    // So that it can be fetched again if it is ever found damaged.
+                    if let Err(e) = ctx.store.set_repo(digest, repo).await {
+                        tracing::warn!(error = %crate::telemetry::chain(&e), "cannot record a blob's repository");
+                    }
+                }
                 if let (Some(peers), Ok(())) = (news, fill.verified().await) {
                     // Cached: every node on the LAN may take it from here now.
                     if let Ok(Some(t)) = ctx.store.torrent(digest).await {

@@ -73,6 +73,10 @@ counters!(
     // Complete blobs found missing, cut short or changed on disk, dropped and fetched
     // again.
     damaged_blobs,
+    // Blobs hashed again and found sound (the scrub, `shoal verify`), and damaged ones
+    // fetched again with no client asking.
+    verified_blobs,
+    mended_blobs,
 );
 
 impl Stats {

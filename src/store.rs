@@ -106,6 +106,8 @@ pub struct BlobRow {
     pub hits: u64,
     /// The file's `Stamp` when its bytes were last known good (encoded).
     pub stamp: Option<String>,
+    /// When its bytes were last hashed (0: not known).
+    pub verified_ms: i64,
 }
 
 /// A manifest exactly as upstream sent it.
@@ -194,6 +196,8 @@ struct BlobMeta {
     /// What the file looked like when its bytes were last known good; `None` (or another
     /// stamp on disk) means it must be hashed before it is served again.
     stamp: Option<Stamp>,
+    /// When its bytes were last hashed (0: not known); the scrub takes the oldest first.
+    verified_ms: i64,
     /// Tells this copy from a later one of the same digest, so that dropping a damaged
     /// copy never drops the one that replaced it.
     generation: u64,
@@ -207,22 +211,17 @@ struct Blobs {
 }
 
 impl Blobs {
-    fn insert(
-        &mut self,
-        d: Digest,
-        size: u64,
-        last_access_ms: i64,
-        hits: u64,
-        stamp: Option<Stamp>,
-    ) {
+    fn insert(&mut self, row: &BlobRow, stamp: Option<Stamp>) {
         self.generations += 1;
+        let (d, size) = (row.digest, row.size);
         let meta = BlobMeta {
             size,
-            last_access_ms,
-            hits,
+            last_access_ms: row.last_access_ms,
+            hits: row.hits,
             readers: 0,
             dirty: false,
             stamp,
+            verified_ms: row.verified_ms,
             generation: self.generations,
         };
         if let Some(old) = self.map.insert(d, meta) {
@@ -345,7 +344,7 @@ impl Store {
                             None
                         }
                     };
-                    blobs.insert(row.digest, row.size, row.last_access_ms, row.hits, stamp);
+                    blobs.insert(&row, stamp);
                 }
                 other => {
                     tracing::warn!(digest = %row.digest, found = ?other.map(|m| m.len()).ok(),
@@ -383,9 +382,10 @@ impl Store {
                         last_access_ms: now_ms(),
                         hits: 0,
                         stamp: stamp.map(|s| s.encode()),
+                        verified_ms: now_ms(),
                     };
                     index::insert_blob(&conn, &row)?;
-                    blobs.insert(digest, size, row.last_access_ms, 0, stamp);
+                    blobs.insert(&row, stamp);
                 }
                 other => {
                     tracing::warn!(%digest, result = ?other.map(|(d, _)| d), "removing unindexed blob file that fails verification");
@@ -426,18 +426,62 @@ impl Store {
 
     /// Pins a complete blob for reading and records the access (for LRU and hit counts).
     pub fn acquire(&self, d: &Digest) -> Option<BlobLease> {
+        self.lease(d, true)
+    }
+
+    /// Pins a complete blob without counting a use (the scrub and `verify` read it).
+    pub fn acquire_quietly(&self, d: &Digest) -> Option<BlobLease> {
+        self.lease(d, false)
+    }
+
+    fn lease(&self, d: &Digest, used: bool) -> Option<BlobLease> {
         let mut blobs = lock(&self.inner.blobs);
         let m = blobs.map.get_mut(d)?;
         m.readers += 1;
-        m.hits += 1;
-        m.last_access_ms = now_ms();
-        m.dirty = true;
+        if used {
+            m.hits += 1;
+            m.last_access_ms = now_ms();
+            m.dirty = true;
+        }
         Some(BlobLease {
             inner: self.inner.clone(),
             digest: *d,
             size: m.size,
             generation: m.generation,
         })
+    }
+
+    /// Every complete blob with its size, the longest unhashed first.
+    pub fn by_verification_age(&self) -> Vec<(Digest, u64)> {
+        let blobs = lock(&self.inner.blobs);
+        let mut v: Vec<(i64, Digest, u64)> = blobs
+            .map
+            .iter()
+            .map(|(d, m)| (m.verified_ms, *d, m.size))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, d, s)| (d, s)).collect()
+    }
+
+    /// The blob hashed longest ago, with when (ms since the epoch; 0: not known).
+    pub fn oldest_verified(&self) -> Option<(Digest, i64)> {
+        let blobs = lock(&self.inner.blobs);
+        blobs
+            .map
+            .iter()
+            .map(|(d, m)| (m.verified_ms, *d))
+            .min()
+            .map(|(t, d)| (d, t))
+    }
+
+    /// Remembers a repository that `d` was fetched for (to fetch it again if damaged).
+    pub async fn set_repo(&self, d: Digest, repo: String) -> Result<()> {
+        self.with_db(move |c| index::set_repo(c, &d, &repo)).await
+    }
+
+    /// A repository `d` can be fetched from upstream with, if one is known.
+    pub async fn repo_of(&self, d: Digest) -> Result<Option<String>> {
+        self.with_db(move |c| index::repo_of(c, &d)).await
     }
 
     /// Tells of every blob that stops being held from now on (evicted, or dropped as
@@ -677,7 +721,9 @@ impl Store {
                         size: m.size,
                         last_access_ms: m.last_access_ms,
                         hits: m.hits,
-                        stamp: None, // not written by update_access
+                        // Not written by update_access.
+                        stamp: None,
+                        verified_ms: 0,
                     }
                 })
                 .collect()
@@ -818,6 +864,7 @@ fn record_complete(
         last_access_ms: now_ms(),
         hits: 0,
         stamp: Some(stamp.encode()),
+        verified_ms: now_ms(),
     };
     {
         let mut db = lock(&inner.db);
@@ -828,7 +875,7 @@ fn record_complete(
         }
         tx.commit()?;
     }
-    lock(&inner.blobs).insert(d, size, row.last_access_ms, 0, Some(stamp));
+    lock(&inner.blobs).insert(&row, Some(stamp));
     Ok(())
 }
 

@@ -1,10 +1,11 @@
-//! `/_shoal/v1/` admin endpoints: health and stats.
+//! `/_shoal/v1/` admin endpoints: health, stats, the CA, verify.
 
 use http::header::CONTENT_TYPE;
 use http::Response;
 
 use super::error::HttpError;
-use super::{full, Body, State};
+use super::{full, Body, BodyError, State};
+use crate::mirror::Verdict;
 
 /// Also says which registry is mirrored: `shoal prefetch` checks a model's host against it.
 pub fn health(state: &State) -> Result<Response<Body>, HttpError> {
@@ -51,4 +52,61 @@ pub fn json(v: &impl serde::Serialize) -> Result<Response<Body>, HttpError> {
     Ok(Response::builder()
         .header(CONTENT_TYPE, "application/json")
         .body(full(serde_json::to_vec(v)?))?)
+}
+
+/// `POST /_shoal/v1/verify` (admin token): hashes every cached blob now and mends what
+/// fails, answering as it goes with one JSON line per blob (NDJSON), so a CLI can show
+/// progress: first `{"blobs","bytes"}`, then `{"digest","size","result"[,"reason"]}` per
+/// blob (`sound`, `mended`, `unmended`, `gone`), last `{"done":true, …counts}`. It goes on
+/// if the client hangs up: mending is worth finishing.
+pub fn verify(state: &State) -> Result<Response<Body>, HttpError> {
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    let mirror = state.mirror.clone();
+    let blobs = mirror.store().by_verification_age();
+    let (tx, rx) = tokio::sync::mpsc::channel::<serde_json::Value>(16);
+    crate::task::spawn("verify", async move {
+        let bytes: u64 = blobs.iter().map(|(_, s)| s).sum();
+        let _ = tx
+            .send(serde_json::json!({ "blobs": blobs.len(), "bytes": bytes }))
+            .await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+        for (digest, size) in blobs {
+            let verdict = mirror.verify_blob(digest, None, &stop).await;
+            let (result, reason) = match verdict {
+                Verdict::Sound => ("sound", None),
+                Verdict::Mended => ("mended", None),
+                Verdict::Unmended(why) => ("unmended", Some(why)),
+                Verdict::Gone | Verdict::Stopped => ("gone", None),
+            };
+            *counts.entry(result).or_default() += 1;
+            let mut line = serde_json::json!({ "digest": digest, "size": size, "result": result });
+            if let Some(why) = reason {
+                line["reason"] = why.into();
+            }
+            let _ = tx.send(line).await;
+        }
+        let mut done = serde_json::json!({ "done": true });
+        for k in ["sound", "mended", "unmended", "gone"] {
+            done[k] = counts.get(k).copied().unwrap_or(0).into();
+        }
+        let _ = tx.send(done).await;
+        Ok::<(), std::convert::Infallible>(())
+    });
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let v = rx.recv().await?;
+        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        line.push(b'\n');
+        Some((
+            Ok::<_, BodyError>(Frame::data(bytes::Bytes::from(line))),
+            rx,
+        ))
+    })
+    .boxed();
+    Ok(Response::builder()
+        .header(CONTENT_TYPE, "application/x-ndjson")
+        .body(StreamBody::new(lines).boxed_unsync())?)
 }

@@ -5,7 +5,8 @@
 //! Two rules from how clients behave:
 //! - a request carrying `Range` gets no error body: ollama does not check the status of its
 //!   ranged GETs and would write the body into the blob as data;
-//! - nothing is ever answered 401: ollama would start a signed-token flow.
+//! - nothing on the registry API is ever answered 401: ollama would start a signed-token
+//!   flow. (Admin requests without the admin token are, as admins' tools expect.)
 
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use http::{Response, StatusCode};
@@ -32,6 +33,8 @@ pub enum HttpError {
     Peers(#[from] crate::p2p::PeersError),
     #[error("this needs the swarm key (X-Shoal-Swarm-Key)")]
     SwarmKey,
+    #[error("this needs the admin token (Authorization: Bearer, from <data-dir>/admin.token or admin.token in the config)")]
+    AdminToken,
     #[error("CONNECT needs host:port, not {0:?}")]
     ConnectTarget(String),
     #[error(
@@ -105,6 +108,7 @@ impl HttpError {
             HttpError::Swarm(_) | HttpError::Peers(_) => {
                 (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable)
             }
+            HttpError::AdminToken => (S::UNAUTHORIZED, ErrorCode::Unauthorized),
             HttpError::SwarmKey | HttpError::ProxyRefused { .. } => {
                 (S::FORBIDDEN, ErrorCode::Denied)
             }

@@ -37,6 +37,8 @@ pub enum Endpoint {
     Torrents,
     /// `GET /_shoal/v1/ca.pem`: the CA certificate clients trust for interception.
     CaPem,
+    /// `POST /_shoal/v1/verify`: hash every cached blob now, mend what fails.
+    Verify,
 }
 
 /// The longest swarm key a tracker URL may carry.
@@ -56,6 +58,7 @@ pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
         "/_shoal/v1/torrents" => return Ok(Endpoint::Torrents),
         "/_shoal/v1/ca.pem" => return Ok(Endpoint::CaPem),
         "/_shoal/v1/news" => return Ok(Endpoint::News),
+        "/_shoal/v1/verify" => return Ok(Endpoint::Verify),
         _ => {}
     }
     for (prefix, scrape) in [("/announce/", false), ("/scrape/", true)] {

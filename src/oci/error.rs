@@ -12,6 +12,7 @@ pub enum ErrorCode {
     RangeInvalid,
     Unsupported,
     Denied,
+    Unauthorized,
     TooManyRequests,
     /// Not an OCI code, but what registries (and Docker's proxy) say for 5xx answers.
     TagInvalid,
@@ -30,6 +31,7 @@ impl ErrorCode {
             ErrorCode::RangeInvalid => "RANGE_INVALID",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::Denied => "DENIED",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::TagInvalid => "TAG_INVALID",
             ErrorCode::Unavailable => "UNAVAILABLE",

@@ -10,11 +10,11 @@
 //! that rot on the medium without a write leave the stamp alone: those are for a scrub.
 
 use std::fs::{self, File};
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 
-use super::{blob_path, index, lock, stream_reader, BlobLease};
+use super::{blob_path, index, lock, now_ms, BlobLease};
 use crate::oci::Digest;
 
 /// What a blob file looked like on disk: its inode and its ctime.
@@ -102,33 +102,85 @@ impl BlobLease {
     /// Hashes `f` (whose stamp is `now`) unless another reader just did, and records
     /// `now` as good if it matches.
     fn verify(&self, f: &File, now: Stamp) -> Result<(), Damage> {
-        let gate = lock(&self.inner.checks)
-            .entry(self.digest)
-            .or_insert_with(|| Arc::new(Mutex::new(())))
-            .clone();
+        let gate = self.gate();
         let _one_at_a_time = lock(&gate);
         if self.stamp() == Some(now) {
             return Ok(());
         }
         tracing::info!(digest = %self.digest, size = self.size, "blob file changed on disk since its bytes were checked; hashing it before serving it");
+        self.hash_and_record(f, now, |_| true).map(|_| ())
+    }
+
+    /// Hashes the whole file now, whatever its stamp says (the scrub, `shoal verify`):
+    /// finds bits that rotted without a write. `pace` is called after each chunk hashed
+    /// with its length (the scrub sleeps there to keep to its rate); when it returns
+    /// false the check stops, and `Ok(false)` says it did not finish. Blocking.
+    pub fn check_bytes(&self, pace: impl FnMut(usize) -> bool) -> Result<bool, Damage> {
+        let path = blob_path(&self.inner.root, &self.digest);
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Damage::Missing),
+            Err(e) => return Err(Damage::Unreadable(e)),
+        };
+        let m = f.metadata().map_err(Damage::Unreadable)?;
+        if m.len() != self.size {
+            return Err(Damage::Size {
+                found: m.len(),
+                expected: self.size,
+            });
+        }
+        let gate = self.gate();
+        let _one_at_a_time = lock(&gate);
+        self.hash_and_record(&f, Stamp::of(&m), pace)
+    }
+
+    /// The lock that keeps hash checks of this blob one at a time.
+    fn gate(&self) -> Arc<Mutex<()>> {
+        lock(&self.inner.checks)
+            .entry(self.digest)
+            .or_insert_with(|| Arc::new(Mutex::new(())))
+            .clone()
+    }
+
+    /// Hashes `f` (`pace` as for `check_bytes`); if it matches, records `now` as its good
+    /// stamp and now as its last check.
+    fn hash_and_record(
+        &self,
+        mut f: &File,
+        now: Stamp,
+        mut pace: impl FnMut(usize) -> bool,
+    ) -> Result<bool, Damage> {
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();
-        stream_reader(f, |b| h.update(b)).map_err(Damage::Unreadable)?;
+        let mut buf = vec![0u8; 4 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(Damage::Unreadable)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            if !pace(n) {
+                return Ok(false);
+            }
+        }
         if Digest::from_bytes(h.finalize().into()) != self.digest {
             return Err(Damage::Corrupt);
         }
+        let at = now_ms();
         {
             let mut blobs = lock(&self.inner.blobs);
             if let Some(m) = blobs.map.get_mut(&self.digest) {
                 if m.generation == self.generation {
                     m.stamp = Some(now);
+                    m.verified_ms = at;
                 }
             }
         }
-        if let Err(e) = index::set_stamp(&lock(&self.inner.db), &self.digest, &now.encode()) {
-            tracing::warn!(digest = %self.digest, error = %e, "cannot record a blob's checked stamp");
+        let db = lock(&self.inner.db);
+        if let Err(e) = index::set_verified(&db, &self.digest, &now.encode(), at) {
+            tracing::warn!(digest = %self.digest, error = %e, "cannot record a blob's check");
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Drops this copy of the blob from the store because of `damage`: from the index at

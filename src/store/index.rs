@@ -63,7 +63,8 @@ fn digest_col(s: String) -> rusqlite::Result<Digest> {
 }
 
 pub(super) fn load_blobs(conn: &Connection) -> rusqlite::Result<Vec<BlobRow>> {
-    let mut stmt = conn.prepare("SELECT digest, size, last_access_ms, hits, stamp FROM blobs")?;
+    let mut stmt =
+        conn.prepare("SELECT digest, size, last_access_ms, hits, stamp, verified_ms FROM blobs")?;
     let rows = stmt.query_map([], |r| {
         Ok(BlobRow {
             digest: digest_col(r.get(0)?)?,
@@ -71,6 +72,7 @@ pub(super) fn load_blobs(conn: &Connection) -> rusqlite::Result<Vec<BlobRow>> {
             last_access_ms: r.get(2)?,
             hits: r.get::<_, i64>(3)? as u64,
             stamp: r.get(4)?,
+            verified_ms: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
         })
     })?;
     rows.collect()
@@ -85,12 +87,66 @@ pub(super) fn set_stamp(conn: &Connection, d: &Digest, stamp: &str) -> rusqlite:
     Ok(())
 }
 
+/// Records that a blob's bytes were hashed and found good at `at_ms`, as `stamp`.
+pub(super) fn set_verified(
+    conn: &Connection,
+    d: &Digest,
+    stamp: &str,
+    at_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE blobs SET stamp = ?2, verified_ms = ?3 WHERE digest = ?1",
+        params![d.to_string(), stamp, at_ms],
+    )?;
+    Ok(())
+}
+
+pub(super) fn set_repo(conn: &Connection, d: &Digest, repo: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE blobs SET repo = ?2 WHERE digest = ?1",
+        params![d.to_string(), repo],
+    )?;
+    Ok(())
+}
+
+/// A repository `d` can be fetched from upstream with: the one it was fetched for, else
+/// one whose cached tag's manifest names it.
+pub(super) fn repo_of(conn: &Connection, d: &Digest) -> rusqlite::Result<Option<String>> {
+    let own: Option<String> = conn
+        .query_row(
+            "SELECT repo FROM blobs WHERE digest = ?1",
+            [d.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if own.is_some() {
+        return Ok(own);
+    }
+    conn.query_row(
+        "SELECT t.repo FROM tags t JOIN manifests m ON m.digest = t.digest
+         WHERE instr(m.body, ?1) > 0 LIMIT 1",
+        [d.to_string()],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
 pub(super) fn insert_blob(conn: &Connection, row: &BlobRow) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO blobs (digest, size, created_ms, last_access_ms, hits, stamp) VALUES (?1, ?2, ?3, ?3, ?4, ?5)
+        "INSERT INTO blobs (digest, size, created_ms, last_access_ms, hits, stamp, verified_ms)
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)
          ON CONFLICT(digest) DO UPDATE SET size = excluded.size,
-             last_access_ms = excluded.last_access_ms, stamp = excluded.stamp",
-        params![row.digest.to_string(), row.size as i64, row.last_access_ms, row.hits as i64, row.stamp],
+             last_access_ms = excluded.last_access_ms, stamp = excluded.stamp,
+             verified_ms = excluded.verified_ms",
+        params![
+            row.digest.to_string(),
+            row.size as i64,
+            row.last_access_ms,
+            row.hits as i64,
+            row.stamp,
+            row.verified_ms
+        ],
     )?;
     Ok(())
 }
@@ -471,6 +527,7 @@ mod tests {
             last_access_ms: 5,
             hits: 0,
             stamp: Some("1:2.3".into()),
+            verified_ms: 4,
         };
         insert_blob(&conn, &row).unwrap();
         update_access(

@@ -244,3 +244,16 @@ async fn a_dropped_copy_never_drops_the_one_that_replaced_it() {
         "first copy"
     );
 }
+
+#[tokio::test]
+async fn remembers_a_repository_for_each_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let d = put_blob(&store, b"fetched for a repository").await;
+    assert_eq!(store.repo_of(d).await.unwrap(), None);
+    store.set_repo(d, "library/x".into()).await.unwrap();
+    assert_eq!(
+        store.repo_of(d).await.unwrap().as_deref(),
+        Some("library/x")
+    );
+}
