@@ -162,6 +162,13 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
             Ok::<(), std::convert::Infallible>(())
         }
     });
+    crate::task::spawn("mender", {
+        let (mirror, damaged, stop) = (mirror.clone(), store.damaged(), background.child_token());
+        async move {
+            mirror.mend_dropped(damaged, stop).await;
+            Ok::<(), std::convert::Infallible>(())
+        }
+    });
     if !cfg.scrub.period.is_zero() {
         let (mirror, stop, period) = (mirror.clone(), background.child_token(), cfg.scrub.period);
         crate::task::spawn("scrub", async move {

@@ -239,6 +239,8 @@ struct Inner {
     checks: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
     /// Blobs that stopped being held (evicted, or dropped as damaged).
     dropped: tokio::sync::broadcast::Sender<Digest>,
+    /// Blobs dropped as damaged, with a repository they were fetched for.
+    damaged: tokio::sync::broadcast::Sender<(Digest, Option<String>)>,
     _lock: File,
 }
 
@@ -401,6 +403,7 @@ impl Store {
                 blobs: Mutex::new(blobs),
                 checks: Mutex::default(),
                 dropped: tokio::sync::broadcast::channel(DROPPED_BACKLOG).0,
+                damaged: tokio::sync::broadcast::channel(DROPPED_BACKLOG).0,
                 _lock: lock_file,
             }),
         })
@@ -482,6 +485,12 @@ impl Store {
     /// A repository `d` can be fetched from upstream with, if one is known.
     pub async fn repo_of(&self, d: Digest) -> Result<Option<String>> {
         self.with_db(move |c| index::repo_of(c, &d)).await
+    }
+
+    /// Tells of every blob dropped as damaged from now on, with a repository it was
+    /// fetched for (to fetch it again), if one is known.
+    pub fn damaged(&self) -> tokio::sync::broadcast::Receiver<(Digest, Option<String>)> {
+        self.inner.damaged.subscribe()
     }
 
     /// Tells of every blob that stops being held from now on (evicted, or dropped as

@@ -169,6 +169,8 @@ async fn rotten_holder_drops_the_blob_and_tells_its_peers() {
         bytes[MIB] ^= 1;
         std::fs::write(&file, bytes).unwrap();
 
+        // Upstream away for now, so that A cannot mend it at once (and B can see it gone).
+        up.set_down(true);
         let torrent = get(
             &format!("{}/_shoal/v1/blobs/{digest}/torrent", a.url()),
             &[],
@@ -184,8 +186,58 @@ async fn rotten_holder_drops_the_blob_and_tells_its_peers() {
             peer_state(&b).await
         );
 
-        // A's next client gets the right bytes, fetched again.
+        // With upstream back, A's next client gets the right bytes, fetched again.
+        up.set_down(false);
         assert_eq!(get(&blob_url, &[]).await.body, data);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The LAN case: a holder's copy rots, a peer pulls it, and both end with sound
+/// copies: the peer's pull completes (from upstream once the holder refuses), and the
+/// holder fetches its own copy again with no client asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotten_holder_and_its_puller_both_end_sound() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let data = blob_bytes(4 * MIB, 73);
+        let digest = up.add_blob(data.clone());
+        let a = Shoal::start(&up.url()).await;
+        assert_eq!(
+            get(&format!("{}/v2/x/blobs/{digest}", a.url()), &[])
+                .await
+                .body,
+            data
+        );
+        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.peer_url()]).await;
+        let learned = eventually(Duration::from_secs(10), async || {
+            peer_state(&b).await["peers"][0]["blobs"] == 1
+        })
+        .await;
+        assert!(learned, "{}", peer_state(&b).await);
+
+        let hex = &digest[7..];
+        let file = a.dir.path().join("blobs/sha256").join(&hex[..2]).join(hex);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[3 * MIB] ^= 0x40;
+        std::fs::write(&file, bytes).unwrap();
+
+        let got = get(&format!("{}/v2/x/blobs/{digest}", b.url()), &[]).await;
+        assert_eq!(got.status, 200);
+        assert!(got.body == data, "the puller got the right bytes");
+        let mended = eventually(Duration::from_secs(20), async || {
+            a.stats().await["mended_blobs"] == 1
+        })
+        .await;
+        let stats = a.stats().await;
+        assert!(mended, "the holder fetched its copy again: {stats}");
+        assert_eq!(stats["damaged_blobs"], 1, "{stats}");
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            data,
+            "the holder's copy is sound"
+        );
     })
     .await
     .expect("test timed out");

@@ -83,39 +83,74 @@ impl Mirror {
             Err(damage) => damage,
         };
         // Asked before the drop, which takes the blob's row (and its repository) away.
-        let repo = self.inner.store.repo_of(digest).await;
+        let repo = self.inner.store.repo_of(digest).await.ok().flatten();
         let dropped = tokio::task::spawn_blocking(move || lease.drop_damaged(&damage))
             .await
             .unwrap_or(false);
         if dropped {
             Stats::add(&self.inner.stats.damaged_blobs, 1);
         }
+        // The mender (`mend_dropped`) fetches it too, and counts it; both wait for the one
+        // fill.
         match self.mend(digest, repo).await {
-            Ok(()) => {
-                Stats::add(&self.inner.stats.mended_blobs, 1);
-                tracing::info!(%digest, "damaged blob fetched again");
-                Verdict::Mended
-            }
-            Err(why) => {
-                tracing::warn!(%digest, %why, "damaged blob dropped, not fetched again; the next pull that needs it fetches it");
-                Verdict::Unmended(why)
-            }
+            Ok(()) => Verdict::Mended,
+            Err(why) => Verdict::Unmended(why),
+        }
+    }
+
+    /// The mender, until `stop`: every blob dropped as damaged, wherever that was found (a
+    /// client's read, the scrub, `verify`, the BitTorrent side's piece check), is fetched
+    /// again at once, so the next pull finds it whole. One that a client's request is
+    /// already fetching again is only waited for.
+    pub async fn mend_dropped(
+        &self,
+        mut damaged: tokio::sync::broadcast::Receiver<(Digest, Option<String>)>,
+        stop: CancellationToken,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let (digest, repo) = tokio::select! {
+                _ = stop.cancelled() => return,
+                got = damaged.recv() => match got {
+                    Ok(d) => d,
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "the mender fell behind; those blobs are fetched again by the next pull that needs them");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+            };
+            let mirror = self.clone();
+            // One task per blob: a slow fetch must not hold up the others.
+            crate::task::spawn("mend", async move {
+                match mirror.mend(digest, repo).await {
+                    Ok(()) => {
+                        Stats::add(&mirror.inner.stats.mended_blobs, 1);
+                        tracing::info!(%digest, "damaged blob fetched again");
+                    }
+                    Err(why) => {
+                        tracing::warn!(%digest, %why, "damaged blob dropped, not fetched again; the next pull that needs it fetches it");
+                    }
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
         }
     }
 
     /// Fetches a blob that is not held, as a client's GET would (LAN first), and waits
-    /// until it is verified and held.
-    async fn mend(
-        &self,
-        digest: Digest,
-        repo: crate::store::Result<Option<String>>,
-    ) -> Result<(), String> {
-        let repo = match repo {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                return Err("no repository is known for it (no cached manifest names it)".into())
-            }
-            Err(e) => return Err(crate::telemetry::chain(&e)),
+    /// until it is verified and held; joins a fill already running for it.
+    async fn mend(&self, digest: Digest, repo: Option<String>) -> Result<(), String> {
+        if let Some(fill) = self.inner.fills.get(&digest) {
+            return fill
+                .verified()
+                .await
+                .map_err(|f| crate::telemetry::chain(&super::Error::from_fill(digest, f)));
+        }
+        if self.inner.store.blob_size(&digest).is_some() {
+            return Ok(());
+        }
+        let Some(repo) = repo else {
+            return Err("no repository is known for it (no cached manifest names it)".into());
         };
         let repo: RepoName = repo
             .parse()

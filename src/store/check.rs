@@ -205,10 +205,18 @@ impl BlobLease {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a damaged blob file");
             }
         }
-        if let Err(e) = index::delete_blobs(&mut lock(&self.inner.db), &[self.digest]) {
-            tracing::warn!(digest = %self.digest, error = %e, "cannot drop a damaged blob from the index");
-        }
-        let _ = self.inner.dropped.send(self.digest); // no receiver: nobody to tell
+        let repo = {
+            let mut db = lock(&self.inner.db);
+            // Read before the row goes: the repository is what fetching it again needs.
+            let repo = index::repo_of(&db, &self.digest).ok().flatten();
+            if let Err(e) = index::delete_blobs(&mut db, &[self.digest]) {
+                tracing::warn!(digest = %self.digest, error = %e, "cannot drop a damaged blob from the index");
+            }
+            repo
+        };
+        // No receiver: nobody to tell.
+        let _ = self.inner.dropped.send(self.digest);
+        let _ = self.inner.damaged.send((self.digest, repo));
         true
     }
 }
