@@ -206,7 +206,7 @@ async fn warm_pull_stays_local() {
 }
 
 /// A cached blob damaged on disk while shoal runs (the three ways an issue measured:
-/// cut to a third, deleted, one byte flipped) costs the next `ollama pull` at most one
+/// cut to a third, deleted, one byte flipped, replaced by another blob's file) costs the next `ollama pull` at most one
 /// retry, and upstream sends that blob at most once more; no restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_blob_is_fetched_again() {
@@ -237,7 +237,7 @@ async fn damaged_blob_is_fetched_again() {
         let size = m.layers[0].len() as u64;
 
         type Damage = fn(&Path);
-        let damages: [(&str, Damage); 3] = [
+        let damages: [(&str, Damage); 4] = [
             ("cut to a third", |f| {
                 let len = std::fs::metadata(f).unwrap().len();
                 std::fs::OpenOptions::new()
@@ -259,6 +259,17 @@ async fn damaged_blob_is_fetched_again() {
                 let mut b = [0u8];
                 file.read_exact_at(&mut b, mid).unwrap();
                 file.write_all_at(&[!b[0]], mid).unwrap();
+            }),
+            ("replaced by another blob's file", |f| {
+                // The model's second layer, as a hurried admin's `cp` would put it there.
+                let dir = f.parent().unwrap().parent().unwrap();
+                let other = std::fs::read_dir(dir)
+                    .unwrap()
+                    .flat_map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap())
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p != f)
+                    .unwrap();
+                std::fs::copy(other, f).unwrap();
             }),
         ];
         for (i, (what, damage)) in damages.into_iter().enumerate() {
