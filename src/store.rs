@@ -299,6 +299,15 @@ fn blob_path(root: &Path, d: &Digest) -> PathBuf {
     root.join("blobs/sha256").join(&hex[..2]).join(hex)
 }
 
+/// A fill's partial file, and the journal of what landed in it.
+fn partial_path(root: &Path, d: &Digest) -> PathBuf {
+    root.join("tmp").join(format!("{}.partial", d.hex()))
+}
+
+fn journal_path(root: &Path, d: &Digest) -> PathBuf {
+    root.join("tmp").join(format!("{}.journal", d.hex()))
+}
+
 impl Store {
     /// Opens (creating if needed) the data dir: takes its lock, applies migrations,
     /// discards partial files and reconciles the index with the blob files.
@@ -511,17 +520,11 @@ impl Store {
     }
 
     pub fn partial_path(&self, d: &Digest) -> PathBuf {
-        self.inner
-            .root
-            .join("tmp")
-            .join(format!("{}.partial", d.hex()))
+        partial_path(&self.inner.root, d)
     }
 
     fn journal_path(&self, d: &Digest) -> PathBuf {
-        self.inner
-            .root
-            .join("tmp")
-            .join(format!("{}.journal", d.hex()))
+        journal_path(&self.inner.root, d)
     }
 
     /// The partial file for a fill of `size` bytes, with its journal: the one a previous

@@ -72,9 +72,8 @@ async fn scrub_finds_and_mends_a_damaged_blob_that_no_request_touches() {
         assert_eq!(std::fs::read(blob_file(&shoal, &digest)).unwrap(), data);
         let again = up.counts.cdn_bytes.load(SeqCst) - sent;
         assert_eq!(
-            again,
-            data.len() as u64,
-            "only the damaged blob came again, once"
+            again, MIB as u64,
+            "only the damaged piece (1 MiB) of the damaged blob came again, once"
         );
         let scrubbed = eventually(Duration::from_secs(10), async || {
             shoal.stats().await["verified_blobs"].as_u64().unwrap() >= 2
@@ -216,6 +215,66 @@ async fn shoal_verify_command() {
         .await
         .unwrap();
         assert_eq!(code, 64);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_of_a_blob_found_damaged_is_cut() {
+    use http_body_util::{BodyExt, Empty};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let data = blob_bytes(32 * MIB, 86);
+        let digest = up.add_blob(data.clone());
+        let shoal = Shoal::start(&up.url()).await;
+        cache(&shoal, &digest, &data).await;
+        let sent = up.counts.cdn_bytes.load(SeqCst);
+
+        // A client starts reading the blob, then stalls (its socket fills, so shoal's
+        // reader waits) while rot sits near the end, where shoal has not read yet.
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Empty<bytes::Bytes>>();
+        let uri = format!("{}/v2/library/x/blobs/{digest}", shoal.url());
+        let resp = client.get(uri.parse().unwrap()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut got = Vec::new();
+        while got.len() < MIB {
+            let frame = body.frame().await.unwrap().unwrap();
+            got.extend_from_slice(frame.data_ref().unwrap());
+        }
+        flip_byte(&blob_file(&shoal, &digest), 31 * MIB as u64);
+
+        // shoal verify finds it: dropped, and mended from its sound pieces.
+        let token = std::fs::read_to_string(shoal.dir.path().join("admin.token")).unwrap();
+        let bearer = format!("Bearer {}", token.trim());
+        let url = format!("{}/_shoal/v1/verify", shoal.url());
+        let r = request(Method::POST, &url, &[("authorization", &bearer)]).await;
+        assert!(String::from_utf8_lossy(&r.body).contains("\"mended\""));
+
+        // The stalled reader goes on: it is cut before the end, and every byte it got is
+        // the blob's.
+        let cut = loop {
+            match body.frame().await {
+                Some(Ok(f)) => got.extend_from_slice(f.data_ref().map_or(&[][..], |b| b)),
+                Some(Err(_)) => break true,
+                None => break false,
+            }
+        };
+        assert!(
+            cut && got.len() < data.len(),
+            "got {} bytes, cut: {cut}",
+            got.len()
+        );
+        assert_eq!(got, data[..got.len()], "no byte that failed a check");
+        assert_eq!(std::fs::read(blob_file(&shoal, &digest)).unwrap(), data);
+        assert_eq!(
+            up.counts.cdn_bytes.load(SeqCst) - sent,
+            MIB as u64,
+            "only the rotten piece came again"
+        );
     })
     .await
     .expect("test timed out");

@@ -292,6 +292,16 @@ impl Reader {
                 return Err(self.fail(read_error(e), damage).await);
             }
         };
+        // The scrub, `shoal verify` or another reader may have found the file damaged
+        // while this one read it: then nothing more of it is sent (the connection is cut).
+        if let Source::Store(lease) = &self.source {
+            if !lease.is_held() {
+                self.source = Source::Gone;
+                return Err(read_error(std::io::Error::other(
+                    "the blob was found damaged while it was being read",
+                )));
+            }
+        }
         let bytes = Bytes::from(buf);
         self.pos += n as u64;
         Stats::add(&self.stats.served_bytes, n as u64);

@@ -12,9 +12,11 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::{blob_path, index, lock, now_ms, BlobLease};
+use super::partial::{Journal, Record};
+use super::{blob_path, index, journal_path, lock, now_ms, partial_path, BlobLease, TorrentRow};
 use crate::oci::Digest;
 
 /// What a blob file looked like on disk: its inode and its ctime.
@@ -87,6 +89,15 @@ impl BlobLease {
         }
         f.seek(SeekFrom::Start(pos)).map_err(Damage::Unreadable)?;
         Ok(f)
+    }
+
+    /// Whether this copy is still the one the store holds: not dropped as damaged, nor
+    /// replaced. A reader asks before each chunk it sends.
+    pub fn is_held(&self) -> bool {
+        lock(&self.inner.blobs)
+            .map
+            .get(&self.digest)
+            .is_some_and(|m| m.generation == self.generation)
     }
 
     /// The stamp recorded for this copy, `None` if it was dropped meanwhile.
@@ -198,25 +209,88 @@ impl BlobLease {
                 blobs.total -= m.size;
             }
         }
-        tracing::warn!(digest = %self.digest, %damage, "cached blob is damaged; dropped it, the next request fetches it again");
+        // Read before the rows go: the repository is what fetching it again needs, and the
+        // torrent's piece hashes say which of its bytes are still sound.
+        let (repo, torrent) = {
+            let db = lock(&self.inner.db);
+            let repo = index::repo_of(&db, &self.digest).ok().flatten();
+            (repo, index::torrent(&db, &self.digest).ok().flatten())
+        };
         let path = blob_path(&self.inner.root, &self.digest);
-        if let Err(e) = fs::remove_file(&path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove a damaged blob file");
+        let kept = match (damage, torrent) {
+            (Damage::Corrupt | Damage::Size { .. }, Some(t)) => match self.salvage(&path, &t) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(digest = %self.digest, error = %e, "cannot keep a damaged blob's sound pieces");
+                    false
+                }
+            },
+            _ => false,
+        };
+        if kept {
+            tracing::warn!(digest = %self.digest, %damage, "cached blob is damaged; dropped it, the next fetch keeps its sound pieces and fetches the rest");
+        } else {
+            tracing::warn!(digest = %self.digest, %damage, "cached blob is damaged; dropped it, the next request fetches it again");
+            if let Err(e) = fs::remove_file(&path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a damaged blob file");
+                }
             }
         }
-        let repo = {
+        {
             let mut db = lock(&self.inner.db);
-            // Read before the row goes: the repository is what fetching it again needs.
-            let repo = index::repo_of(&db, &self.digest).ok().flatten();
             if let Err(e) = index::delete_blobs(&mut db, &[self.digest]) {
                 tracing::warn!(digest = %self.digest, error = %e, "cannot drop a damaged blob from the index");
             }
-            repo
-        };
+        }
         // No receiver: nobody to tell.
         let _ = self.inner.dropped.send(self.digest);
         let _ = self.inner.damaged.send((self.digest, repo));
         true
+    }
+
+    /// Keeps what is sound of a damaged blob for the fill that mends it: its file becomes
+    /// that fill's partial, with a journal that claims every piece with the torrent's own
+    /// SHA-1. A fill re-hashes every claim before trusting it (as after a crash), so it
+    /// keeps the pieces that still match and fetches only the others; the whole blob is
+    /// then verified by SHA-256 and committed as on any fill. Blocking.
+    ///
+    /// The rename never replaces a partial that is there already (a fill started
+    /// meanwhile keeps its own). Readers that still have the file open are cut at their
+    /// next chunk (`is_held`), so none sends a byte from it past this point.
+    fn salvage(&self, from: &Path, t: &TorrentRow) -> io::Result<()> {
+        // A file linked from elsewhere (`shoal import`) is not shoal's to write into.
+        if fs::metadata(from)?.nlink() > 1 {
+            return Err(io::Error::other("the file has other links"));
+        }
+        let partial = partial_path(&self.inner.root, &self.digest);
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            from,
+            rustix::fs::CWD,
+            &partial,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )?;
+        fs::File::options()
+            .write(true)
+            .open(&partial)?
+            .set_len(self.size)?;
+        let mut journal =
+            Journal::create(&journal_path(&self.inner.root, &self.digest), self.size)?;
+        let pl = t.piece_length.max(1);
+        for (i, sha1) in t.pieces.chunks_exact(20).enumerate() {
+            let start = i as u64 * pl;
+            let end = (start + pl).min(self.size);
+            if start < end {
+                let mut h = [0u8; 20];
+                h.copy_from_slice(sha1);
+                journal.append(&Record {
+                    start,
+                    end,
+                    sha1: h,
+                })?;
+            }
+        }
+        Ok(())
     }
 }

@@ -257,3 +257,86 @@ async fn remembers_a_repository_for_each_blob() {
         Some("library/x")
     );
 }
+
+/// Commits `data` with its torrent (1 MiB pieces), as a fill does.
+async fn put_with_torrent(store: &Store, data: &[u8]) -> Digest {
+    let d = Digest::of(data);
+    let pieces = data
+        .chunks(1 << 20)
+        .flat_map(<sha1::Sha1 as sha1::Digest>::digest)
+        .collect();
+    let row = Some(TorrentRow {
+        digest: d,
+        infohash: [7; 20],
+        piece_length: 1 << 20,
+        pieces,
+    });
+    let s = store.clone();
+    let owned = data.to_vec();
+    let file = tokio::task::spawn_blocking(move || {
+        let f = s.create_partial(&d, owned.len() as u64).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &owned, 0).unwrap();
+        f
+    })
+    .await
+    .unwrap();
+    store
+        .commit(d, data.len() as u64, Arc::new(file), row)
+        .await
+        .unwrap();
+    d
+}
+
+#[tokio::test]
+async fn a_damaged_blob_leaves_its_sound_pieces_for_the_fill_that_mends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let d = put_with_torrent(&store, &data).await;
+    flip_byte(&store.blob_path(&d), (5 << 20) / 2);
+
+    let lease = store.acquire(&d).unwrap();
+    let damage = read_checked(&lease, 0).unwrap_err();
+    assert!(lease.drop_damaged(&damage));
+    assert!(!lease.is_held());
+    assert!(!store.blob_path(&d).exists());
+    // The file is the fill's partial now, and the journal claims each piece with the
+    // torrent's hash; the fill re-checks them (two match, the third does not).
+    let partial = store.open_partial(&d, data.len() as u64).unwrap();
+    let claims: Vec<(u64, u64)> = partial.resumed.iter().map(|r| (r.start, r.end)).collect();
+    assert_eq!(
+        claims,
+        [(0, 1 << 20), (1 << 20, 2 << 20), (2 << 20, 3 << 20)]
+    );
+    let mut kept = Vec::new();
+    for r in &partial.resumed {
+        let mut buf = vec![0u8; (r.end - r.start) as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&partial.file, &mut buf, r.start).unwrap();
+        let h: [u8; 20] = <sha1::Sha1 as sha1::Digest>::digest(&buf).into();
+        kept.push(h == r.sha1);
+    }
+    assert_eq!(kept, [true, true, false]);
+}
+
+#[tokio::test]
+async fn a_damaged_blob_linked_from_elsewhere_is_never_written_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let data: Vec<u8> = (0..2u32 << 20).map(|i| (i % 13) as u8).collect();
+    let d = put_with_torrent(&store, &data).await;
+    // As `shoal import` leaves it: the blob file is a hard link to a file of the user's.
+    let outside = dir.path().join("users-model-blob");
+    fs::hard_link(store.blob_path(&d), &outside).unwrap();
+    flip_byte(&outside, 7);
+    let theirs = fs::read(&outside).unwrap();
+
+    let lease = store.acquire(&d).unwrap();
+    let damage = read_checked(&lease, 0).unwrap_err();
+    assert!(lease.drop_damaged(&damage));
+    assert!(!store.partial_path(&d).exists(), "not taken as a partial");
+    assert_eq!(
+        fs::read(&outside).unwrap(),
+        theirs,
+        "their file is left alone"
+    );
+}
