@@ -365,11 +365,7 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !is_injected_service_var(k))
             .collect();
-        let mut table =
-            toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
-                key: "defaults",
-                message: e.to_string(),
-            })?;
+        let mut table = defaults()?;
 
         let file = args.config.clone().or_else(|| {
             env.iter()
@@ -381,14 +377,7 @@ impl Config {
                 path: path.clone(),
                 source,
             })?;
-            let layer: toml::Table =
-                text.parse()
-                    .map_err(|e: toml::de::Error| ConfigError::File {
-                        path: path.clone(),
-                        message: e.message().to_owned(),
-                    })?;
-            merge(&mut table, layer);
-            check(&table).map_err(|message| ConfigError::File { path, message })?;
+            lay_file(&mut table, &text).map_err(|message| ConfigError::File { path, message })?;
         }
 
         for (var, value) in env.iter().filter(|(k, _)| k != ENV_CONFIG) {
@@ -480,15 +469,18 @@ impl Config {
             })?;
         }
 
-        let config: Config =
-            table
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                    key: "config",
-                    message: e.message().to_owned(),
-                })?;
-        config.validate()?;
-        Ok(config)
+        finish(table)
+    }
+
+    /// The defaults with a config file's text laid over them, as `load` reads a file (and
+    /// what the config fuzz target feeds).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut table = defaults()?;
+        lay_file(&mut table, text).map_err(|message| ConfigError::Invalid {
+            key: "config",
+            message,
+        })?;
+        finish(table)
     }
 
     /// Checks that go beyond types: ranges and cross-field rules.
@@ -591,6 +583,34 @@ fn comma_list_key(var: &str) -> Option<Vec<String>> {
 fn is_injected_service_var(name: &str) -> bool {
     let rest = &name[ENV_PREFIX.len().min(name.len())..];
     rest == "PORT" || rest.starts_with("PORT_") || rest.starts_with("SERVICE_")
+}
+
+fn defaults() -> Result<toml::Table, ConfigError> {
+    toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid {
+        key: "defaults",
+        message: e.to_string(),
+    })
+}
+
+/// Lays a config file's text over `table`, refusing unknown keys and wrong types.
+fn lay_file(table: &mut toml::Table, text: &str) -> Result<(), String> {
+    let layer: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| e.message().to_owned())?;
+    merge(table, layer);
+    check(table)
+}
+
+/// The typed, validated configuration a layered table describes.
+fn finish(table: toml::Table) -> Result<Config, ConfigError> {
+    let config: Config = table
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid {
+            key: "config",
+            message: e.message().to_owned(),
+        })?;
+    config.validate()?;
+    Ok(config)
 }
 
 fn merge(base: &mut toml::Table, layer: toml::Table) {

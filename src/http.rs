@@ -13,7 +13,7 @@ mod error;
 mod p2p;
 mod proxy;
 mod registry;
-mod route;
+pub mod route;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -11,6 +11,7 @@
 //! - `oci`: pure types (digests, names, ranges, routes, error codes).
 //! - `tls`: shoal's CA, minted leaf certificates, the intercept/allow policy.
 //! - `client`: a client of a running shoal's HTTP API (`shoal health`, `shoal prefetch`).
+//! - `fuzz`: the fuzz targets' entry points (over `oci`, `p2p`, `config` and `http::route`).
 //! - `token`: the admin token (config, or `<data-dir>/admin.token`).
 //! - `config`, `stats`, `telemetry`, `task` (the one way to spawn a named task), `net` (the
 //!   one way to build an HTTP client): leaves.
@@ -19,6 +20,8 @@ pub mod app;
 pub mod cache;
 pub mod client;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod import;
 pub mod mirror;

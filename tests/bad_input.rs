@@ -213,3 +213,59 @@ async fn unknown_things_are_404_and_never_401() {
     .await
     .expect("test timed out");
 }
+
+/// Sends `head` (a request head, raw) and returns the status of the answer, or 0 when the
+/// connection closed without one.
+async fn raw_status(addr: std::net::SocketAddr, head: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // The server may answer and close before it has read everything.
+    let _ = s.write_all(head).await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_and_bodies_are_refused() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let shoal = Shoal::start(&up.url()).await;
+        let base = shoal.url();
+        let health = "GET /_shoal/v1/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n";
+
+        // Within the bounds: answered.
+        let ok = format!("{health}\r\n");
+        assert_eq!(raw_status(shoal.addr(), ok.as_bytes()).await, 200);
+        // Too many header fields, or one too long: 431, nothing parsed past the bound.
+        let many: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
+        let req = format!("{health}{many}\r\n");
+        assert_eq!(raw_status(shoal.addr(), req.as_bytes()).await, 431);
+        let long = format!("{health}x-long: {}\r\n\r\n", "a".repeat(1 << 20));
+        assert_eq!(raw_status(shoal.addr(), long.as_bytes()).await, 431);
+
+        // News past its bound, or from a node id shoal never makes: 400, nothing learnt.
+        let news = format!("{base}/_shoal/v1/news");
+        let huge = format!(
+            r#"{{"node_id":"{}","http_port":1,"gone":[]}}"#,
+            "a".repeat(70 << 10)
+        );
+        let bad_id = r#"{"node_id":"../x y","http_port":1}"#;
+        for body in [huge.as_str(), bad_id] {
+            let r = support::request_with_body(Method::POST, &news, body).await;
+            assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+            assert_eq!(r.oci_code(), "UNSUPPORTED");
+        }
+        let peers = get(&format!("{base}/_shoal/v1/peers"), &[]).await;
+        let learnt = peers.json()["peers"].as_array().map(Vec::len);
+        assert_eq!(learnt, Some(0), "no peer learnt");
+
+        assert_eq!(raw_status(shoal.addr(), ok.as_bytes()).await, 200);
+    })
+    .await
+    .expect("test timed out");
+}

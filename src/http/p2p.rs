@@ -205,8 +205,7 @@ pub async fn news(
         .await
         .map_err(|e| HttpError::BadBody(e.to_string()))?
         .to_bytes();
-    let news: News =
-        serde_json::from_slice(&body).map_err(|e| HttpError::BadBody(e.to_string()))?;
+    let news = News::read(&body).map_err(HttpError::BadBody)?;
     state.peers.heard(news, conn.peer).await;
     Ok(Response::builder()
         .status(http::StatusCode::NO_CONTENT)

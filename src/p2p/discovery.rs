@@ -24,11 +24,11 @@ pub const PORT: u16 = 7774;
 const EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct Beacon {
+pub(crate) struct Beacon {
     /// Always "shoal/1": anything else on the group is ignored.
     shoal: String,
-    node: String,
-    http_port: u16,
+    pub node: String,
+    pub http_port: u16,
     /// Hex of the first 8 bytes of sha256("shoal swarm " + key), or empty without a key.
     swarm: String,
 }
@@ -36,6 +36,18 @@ struct Beacon {
 fn swarm_tag(key: Option<&str>) -> String {
     key.map(|k| hex::encode(&Sha256::digest(format!("shoal swarm {k}"))[..8]))
         .unwrap_or_default()
+}
+
+/// A datagram from the group, if it is another shoal node's beacon for this swarm. Anyone
+/// on the LAN can send to the group, so everything in it is checked.
+pub(crate) fn read_beacon(datagram: &[u8], me: &str, tag: &str) -> Option<Beacon> {
+    let b: Beacon = serde_json::from_slice(datagram).ok()?;
+    (b.shoal == "shoal/1"
+        && b.node != me
+        && super::valid_node_id(&b.node)
+        && b.swarm == tag
+        && b.http_port != 0)
+        .then_some(b)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,10 +110,12 @@ pub async fn run(
             }
             r = sock.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
-                let Ok(b) = serde_json::from_slice::<Beacon>(&buf[..n]) else { continue };
-                if b.shoal != "shoal/1" || b.node == peers.node_id() || b.swarm != tag || b.http_port == 0 {
+                if n == buf.len() {
+                    // Beacons are about 120 bytes; this one was cut to the buffer.
+                    tracing::debug!(%from, "dropped an oversized datagram on the discovery group");
                     continue;
                 }
+                let Some(b) = read_beacon(&buf[..n], peers.node_id(), &tag) else { continue };
                 let url = match from {
                     SocketAddr::V4(a) => format!("http://{}:{}", a.ip(), b.http_port),
                     SocketAddr::V6(a) => format!("http://[{}]:{}", a.ip(), b.http_port),

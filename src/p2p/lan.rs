@@ -63,6 +63,20 @@ pub struct News {
     pub gone: Vec<Digest>,
 }
 
+impl News {
+    /// Reads news a peer posted: checked and cut to the bounds, since any LAN host can post.
+    pub fn read(body: &[u8]) -> Result<News, String> {
+        let mut news: News = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        if !super::valid_node_id(&news.node_id) {
+            return Err("its node id is not one shoal makes".to_owned());
+        }
+        news.have.truncate(MAX_NEWS_ITEMS);
+        news.filling.truncate(MAX_NEWS_ITEMS);
+        news.gone.truncate(MAX_NEWS_ITEMS);
+        Ok(news)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Filling {
     pub digest: Digest,
@@ -330,13 +344,11 @@ impl Peers {
     }
 
     /// Applies news that `from` sent.
-    pub async fn heard(&self, mut news: News, from: SocketAddr) {
+    /// Acts on news read by `News::read`.
+    pub async fn heard(&self, news: News, from: SocketAddr) {
         if news.node_id == self.node_id() {
             return;
         }
-        news.have.truncate(MAX_NEWS_ITEMS);
-        news.filling.truncate(MAX_NEWS_ITEMS);
-        news.gone.truncate(MAX_NEWS_ITEMS);
         let url = match self.store().peer_by_node(news.node_id.clone()).await {
             Ok(Some(url)) => url,
             _ if news.http_port != 0 => {

@@ -24,8 +24,9 @@ use crate::store::{CatalogEntry, Holder, PeerRow, Store};
 /// Header that carries the swarm key, when one is configured.
 pub const SWARM_KEY_HEADER: &str = "x-shoal-swarm-key";
 const CATALOG_TIMEOUT: Duration = Duration::from_secs(10);
-/// Refuse absurd catalogs (about 200 bytes per blob: a million blobs).
-const MAX_CATALOG: usize = 200 << 20;
+/// Refuse absurd catalogs: at about 150 bytes per blob, 64 MiB lists some 400,000 blobs,
+/// far beyond any site's cache, and bounds what one peer can make this node hold.
+const MAX_CATALOG: usize = 64 << 20;
 /// After this many failed fetches in a row a peer's catalog is dropped.
 const FORGET_AFTER: u64 = 4;
 
@@ -36,6 +37,18 @@ pub struct Catalog {
     /// Where to reach this node over BitTorrent, as seen by the asker.
     pub bt_addr: SocketAddr,
     pub blobs: Vec<CatalogEntry>,
+}
+
+impl Catalog {
+    /// Reads a peer's catalog. Its entries are only leads (every blob is verified when
+    /// fetched), but its node id is checked like any the LAN sends.
+    pub fn read(body: &[u8]) -> Result<Catalog, String> {
+        let c: Catalog = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        if !super::valid_node_id(&c.node_id) {
+            return Err("its node id is not one shoal makes".to_owned());
+        }
+        Ok(c)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,7 +255,7 @@ impl Peers {
     async fn fetch(&self, url: &str) -> Result<Catalog, Error> {
         let target = format!("{url}/_shoal/v1/catalog");
         let body = self.get(&target, MAX_CATALOG).await?;
-        serde_json::from_slice(&body).map_err(|e| Error::Fetch {
+        Catalog::read(&body).map_err(|e| Error::Fetch {
             url: target,
             what: format!("bad catalog: {e}"),
         })

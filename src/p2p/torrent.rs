@@ -57,11 +57,11 @@ pub enum Error {
 impl TorrentInfo {
     /// Checks that the piece hashes fit the rule for this size.
     pub fn check(&self) -> Result<(), Error> {
-        let want = self.size.div_ceil(self.piece_length);
+        // The rule's piece length is never 0, so a peer's 0 fails here, before dividing.
+        let rule = piece_length(self.size);
+        let want = self.size.div_ceil(rule);
         let got = self.pieces.len() / 20;
-        if self.piece_length != piece_length(self.size)
-            || !self.pieces.len().is_multiple_of(20)
-            || got as u64 != want
+        if self.piece_length != rule || !self.pieces.len().is_multiple_of(20) || got as u64 != want
         {
             return Err(Error::PieceCount {
                 digest: self.digest,
@@ -163,6 +163,19 @@ pub fn parse_torrent_file(
     digest: Digest,
     infohash: [u8; 20],
 ) -> Result<TorrentInfo, Error> {
+    let t = read_torrent_file(bytes, digest)?;
+    if t.infohash()? != infohash {
+        return Err(Error::Invalid {
+            digest,
+            reason: "its infohash differs from the peer's catalog".to_owned(),
+        });
+    }
+    Ok(t)
+}
+
+/// The info dict of a .torrent for `digest`, checked against the rule but not yet against
+/// an infohash.
+pub fn read_torrent_file(bytes: &[u8], digest: Digest) -> Result<TorrentInfo, Error> {
     use bendy::decoding::{Decoder, Object};
     let invalid = |reason: &str| Error::Invalid {
         digest,
@@ -206,9 +219,6 @@ pub fn parse_torrent_file(
         return Err(invalid("its name is not the digest"));
     }
     t.check()?;
-    if t.infohash()? != infohash {
-        return Err(invalid("its infohash differs from the peer's catalog"));
-    }
     Ok(t)
 }
 

@@ -96,6 +96,29 @@ pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Res
     try_request(method, url, headers).await.unwrap()
 }
 
+/// One request with a body (`Content-Type: application/json`).
+pub async fn request_with_body(method: Method, url: &str, body: &str) -> Resp {
+    let req = Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let resp = Client::builder(TokioExecutor::new())
+        .build_http()
+        .request(req)
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> Resp {
     request(Method::GET, url, headers).await
 }
