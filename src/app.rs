@@ -204,6 +204,7 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         started: Instant::now(),
         slots,
         admin_token: Arc::from(admin_token.as_str()),
+        requests: Default::default(),
     });
     let tls_server = match tls_listener {
         None => None,

@@ -10,6 +10,7 @@
 
 mod admin;
 mod error;
+mod metrics;
 mod p2p;
 mod proxy;
 mod registry;
@@ -74,6 +75,8 @@ pub struct State {
     pub slots: Arc<tokio::sync::Semaphore>,
     /// What admin requests that change something must carry (`token.rs`).
     pub admin_token: Arc<str>,
+    /// Requests answered, for `/metrics`.
+    pub requests: metrics::Requests,
 }
 
 impl State {
@@ -294,7 +297,8 @@ async fn handle(
 ) -> Response<Body> {
     if req.method() == Method::CONNECT {
         let taken = tunnel.lock().ok().and_then(|mut t| t.take());
-        return proxy::connect(state, req, conn, taken)
+        let requests = state.clone();
+        let resp = proxy::connect(state, req, conn, taken)
             .await
             .unwrap_or_else(|e| {
                 e.into_response(RequestShape {
@@ -303,6 +307,8 @@ async fn handle(
                     subject: Subject::Other,
                 })
             });
+        requests.requests.count("connect", resp.status().as_u16());
+        return resp;
     }
     let route = endpoint(req.uri().path());
     let shape = RequestShape {
@@ -314,11 +320,14 @@ async fn handle(
             _ => Subject::Other,
         },
     };
+    let kind = route.as_ref().map_or("invalid", Endpoint::kind);
     let result = match route {
         Err(e) => Err(HttpError::from(e)),
         Ok(route) => dispatch(&state, req, route, conn).await,
     };
-    result.unwrap_or_else(|e| e.into_response(shape))
+    let resp = result.unwrap_or_else(|e| e.into_response(shape));
+    state.requests.count(kind, resp.status().as_u16());
+    resp
 }
 
 async fn dispatch(
@@ -358,6 +367,7 @@ async fn dispatch(
             state.admin_only(&req)?;
             admin::verify(state)
         }
+        Endpoint::Metrics => metrics::metrics(state).await,
     }
 }
 

@@ -315,6 +315,16 @@ impl Mirror {
     }
 
     /// Digests being filled now.
+    /// The host of the registry this mirror caches (a metrics label).
+    pub fn registry(&self) -> &str {
+        self.inner.upstream.registry()
+    }
+
+    /// `max_cache_size`, if set.
+    pub fn cache_limit(&self) -> Option<u64> {
+        self.inner.budget.limit()
+    }
+
     pub fn filling(&self) -> usize {
         self.inner.fills.len()
     }

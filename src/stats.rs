@@ -4,14 +4,31 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
+
+/// Fill durations, from a small blob on the LAN to a big model over a slow link.
+const FILL_SECONDS_BUCKETS: &[f64] = &[
+    0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 60.0, 180.0, 600.0, 1800.0, 3600.0,
+];
 
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
         /// Counters; every field is cumulative since the data dir was created.
-        #[derive(Debug, Default)]
+        #[derive(Debug)]
         pub struct Stats {
             $(pub $name: AtomicU64,)*
+            /// How long each fill that cached a blob took (since this start only).
+            pub fill_seconds: Histogram,
+        }
+
+        impl Default for Stats {
+            fn default() -> Stats {
+                Stats {
+                    $($name: AtomicU64::default(),)*
+                    fill_seconds: Histogram::new(FILL_SECONDS_BUCKETS.iter().copied()),
+                }
+            }
         }
 
         /// A point-in-time copy, as served in JSON.
@@ -57,6 +74,11 @@ counters!(
     upstream_bytes,
     peer_bytes,
     served_bytes,
+    // served_bytes by where the bytes came from: the store, a fill from upstream, a fill
+    // from LAN peers.
+    served_cache_bytes,
+    served_upstream_bytes,
+    served_peers_bytes,
     seeded_bytes,
     blob_hits,
     blob_misses,
@@ -73,9 +95,10 @@ counters!(
     // Complete blobs found missing, cut short or changed on disk, dropped and fetched
     // again.
     damaged_blobs,
-    // Blobs hashed again and found sound (the scrub, `shoal verify`), and damaged ones
-    // fetched again with no client asking.
+    // Blobs hashed again and found sound (the scrub, `shoal verify`), and their bytes; and
+    // damaged ones fetched again with no client asking.
     verified_blobs,
+    verified_bytes,
     mended_blobs,
 );
 

@@ -38,7 +38,7 @@ import (
 )
 
 // allPhases in the order they run.
-var allPhases = []string{"cold", "cold16", "ttfb", "warm", "resume", "tls"}
+var allPhases = []string{"cold", "cold16", "ttfb", "warm", "resume", "tls", "scrub"}
 
 type options struct {
 	shoal, gopull, nginx  string
@@ -201,6 +201,7 @@ type report struct {
 	Cold16      []cold16Sample         `json:"cold16_samples,omitempty"`
 	Resume      []resumeSample         `json:"resume_samples,omitempty"`
 	TLSCold     []tlsColdSample        `json:"tls_cold_samples,omitempty"`
+	Scrub       *scrubReport           `json:"scrub,omitempty"`
 	// VmHWM of the warm-test shoal after each step: how the peak builds up.
 	RSSSteps []rssStep `json:"warm_shoal_vmhwm_steps"`
 	Figures  []figure  `json:"figures"`
@@ -259,8 +260,23 @@ func startShoal(o *options, up *upstream, name string) (*shoalProc, error) {
 	return startShoalOn(o, up, name, dataDir)
 }
 
+// startShoalEnv starts a shoal with default settings but for `env` (SHOAL_* variables) on
+// a fresh, empty data dir.
+func startShoalEnv(o *options, up *upstream, name string, env []string) (*shoalProc, error) {
+	dataDir := filepath.Join(o.work, "shoal-"+name)
+	os.RemoveAll(dataDir)
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, err
+	}
+	return startShoalWith(o, up, name, dataDir, env)
+}
+
 // startShoalOn starts a shoal on dataDir as it is (a restart keeps what is there).
 func startShoalOn(o *options, up *upstream, name, dataDir string) (*shoalProc, error) {
+	return startShoalWith(o, up, name, dataDir, nil)
+}
+
+func startShoalWith(o *options, up *upstream, name, dataDir string, env []string) (*shoalProc, error) {
 	logPath := filepath.Join(o.work, "logs", "shoal-"+name+".log")
 	var last error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -268,7 +284,7 @@ func startShoalOn(o *options, up *upstream, name, dataDir string) (*shoalProc, e
 		if err != nil {
 			return nil, err
 		}
-		p, err := start("shoal-"+name, logPath, []string{"RUST_LOG=" + o.shoalLog}, o.shoal,
+		p, err := start("shoal-"+name, logPath, append([]string{"RUST_LOG=" + o.shoalLog}, env...), o.shoal,
 			"serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dataDir,
 			"--upstream", up.registryURL(),
 			// Loopback BitTorrent, and no multicast: from the root network namespace it
@@ -532,7 +548,7 @@ func run(ctx context.Context, o *options) (int, error) {
 	}
 	runs := map[string]func(context.Context) error{
 		"cold": b.cold, "cold16": b.cold16, "ttfb": b.ttfb, "warm": b.warm,
-		"resume": b.resume, "tls": b.tlsCost,
+		"resume": b.resume, "tls": b.tlsCost, "scrub": b.scrub,
 	}
 	for _, p := range allPhases {
 		if phases[p] {

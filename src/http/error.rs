@@ -56,6 +56,8 @@ pub enum HttpError {
     Build(#[from] http::Error),
     #[error("cannot encode the answer")]
     Encode(#[from] serde_json::Error),
+    #[error("cannot write the metrics")]
+    Metrics(#[from] std::fmt::Error),
     #[error("the request body is not valid: {0}")]
     BadBody(String),
 }
@@ -116,9 +118,10 @@ impl HttpError {
                 (S::BAD_REQUEST, ErrorCode::Unsupported)
             }
             HttpError::Tunnel { .. } => (S::BAD_GATEWAY, ErrorCode::Unavailable),
-            HttpError::Tls(_) | HttpError::Build(_) | HttpError::Encode(_) => {
-                (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable)
-            }
+            HttpError::Tls(_)
+            | HttpError::Build(_)
+            | HttpError::Encode(_)
+            | HttpError::Metrics(_) => (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable),
             HttpError::Mirror(e) => match e.kind() {
                 ErrorKind::NotFound => (
                     S::NOT_FOUND,

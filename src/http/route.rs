@@ -39,6 +39,33 @@ pub enum Endpoint {
     CaPem,
     /// `POST /_shoal/v1/verify`: hash every cached blob now, mend what fails.
     Verify,
+    /// `GET /metrics`: Prometheus.
+    Metrics,
+}
+
+impl Endpoint {
+    /// The kind of endpoint, for metrics labels (never the path: names and digests are
+    /// unbounded).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Endpoint::Registry(Route::Base) => "base",
+            Endpoint::Registry(Route::Manifest { .. }) => "manifest",
+            Endpoint::Registry(Route::Blob { .. }) => "blob",
+            Endpoint::Health => "health",
+            Endpoint::Stats => "stats",
+            Endpoint::Torrent { .. } => "torrent",
+            Endpoint::BlobState { .. } => "blob_state",
+            Endpoint::News => "news",
+            Endpoint::Announce { .. } => "announce",
+            Endpoint::Scrape { .. } => "scrape",
+            Endpoint::Catalog => "catalog",
+            Endpoint::Peers => "peers",
+            Endpoint::Torrents => "torrents",
+            Endpoint::CaPem => "ca",
+            Endpoint::Verify => "verify",
+            Endpoint::Metrics => "metrics",
+        }
+    }
 }
 
 /// The longest swarm key a tracker URL may carry.
@@ -59,6 +86,7 @@ pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
         "/_shoal/v1/ca.pem" => return Ok(Endpoint::CaPem),
         "/_shoal/v1/news" => return Ok(Endpoint::News),
         "/_shoal/v1/verify" => return Ok(Endpoint::Verify),
+        "/metrics" => return Ok(Endpoint::Metrics),
         _ => {}
     }
     for (prefix, scrape) in [("/announce/", false), ("/scrape/", true)] {

@@ -35,6 +35,11 @@ impl Drop for Reservation {
 }
 
 impl Budget {
+    /// The cache's size limit, if there is one.
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+
     pub fn new(
         store: Store,
         stats: Arc<Stats>,

@@ -558,7 +558,9 @@ impl Fill {
         let result = self.fill(ctx, &sources).await;
         let outcome = match result {
             Ok(()) => {
-                tracing::info!(digest = %self.digest, size = self.size, secs = started.elapsed().as_secs_f64(), "blob cached");
+                let secs = started.elapsed().as_secs_f64();
+                tracing::info!(digest = %self.digest, size = self.size, secs, "blob cached");
+                ctx.stats.fill_seconds.observe(secs);
                 Outcome::Verified
             }
             Err(f) if f.kind == ErrorKind::ShuttingDown => {

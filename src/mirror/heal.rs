@@ -23,6 +23,33 @@ const MIN_SCRUB_RATE: f64 = (1 << 20) as f64;
 /// How long the scrub waits before looking again when nothing is due.
 const IDLE: Duration = Duration::from_secs(60);
 
+/// Runs a check off the runtime: a paced one (the scrub) on a thread of its own at the
+/// lowest CPU priority, so that serving always comes first; an unpaced one (`verify`, which
+/// an admin waits for) on the blocking pool.
+async fn off_runtime<T: Send + 'static>(
+    low: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    if !low {
+        return tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| e.to_string());
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("shoal-scrub".into())
+        .spawn(move || {
+            // On Linux this sets the calling thread's nice value only. Failing leaves the
+            // thread at normal priority, still paced.
+            if let Err(e) = rustix::process::setpriority_process(None, 19) {
+                tracing::debug!(error = %e, "cannot lower the scrub thread's priority");
+            }
+            let _ = tx.send(f());
+        })
+        .map_err(|e| e.to_string())?;
+    rx.await.map_err(|e| e.to_string())
+}
+
 /// What checking one blob found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -51,7 +78,7 @@ impl Mirror {
             return Verdict::Gone;
         };
         let halt = stop.clone();
-        let checked = tokio::task::spawn_blocking(move || {
+        let checked = off_runtime(rate.is_some(), move || {
             let started = Instant::now();
             let mut hashed = 0usize;
             let r = lease.check_bytes(|n| {
@@ -77,6 +104,7 @@ impl Mirror {
         let damage = match result {
             Ok(true) => {
                 Stats::add(&self.inner.stats.verified_blobs, 1);
+                Stats::add(&self.inner.stats.verified_bytes, lease.size());
                 return Verdict::Sound;
             }
             Ok(false) => return Verdict::Stopped,

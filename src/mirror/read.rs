@@ -305,6 +305,14 @@ impl Reader {
         let bytes = Bytes::from(buf);
         self.pos += n as u64;
         Stats::add(&self.stats.served_bytes, n as u64);
+        let by_source = match &self.source {
+            Source::Store(_) | Source::Gone => &self.stats.served_cache_bytes,
+            Source::Fill(fill) => match fill.source() {
+                BlobSource::Peers => &self.stats.served_peers_bytes,
+                _ => &self.stats.served_upstream_bytes,
+            },
+        };
+        Stats::add(by_source, n as u64);
         Ok(bytes)
     }
 }
