@@ -1,5 +1,6 @@
 //! A client of a running shoal's own HTTP API, for the commands that talk to one:
-//! `shoal health` (the container's health check), `shoal prefetch` and `shoal verify`.
+//! `shoal health` (the container's health check), `shoal prefetch`, `shoal verify`,
+//! `shoal ls` and `shoal status`.
 //!
 //! Plain HTTP to the listen address, as any other client of the cache would use it.
 //! `prefetch` warms the cache by pulling a model through the server's own fill engine.
@@ -14,9 +15,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 
 mod prefetch;
+mod report;
 mod verify;
 
 pub use prefetch::{prefetch, BlobReport, Platforms, PrefetchError, Report, Source};
+pub use report::{ls_table, models, status, Model};
 pub use verify::{verify, VerifyReport};
 
 /// Where `shoal serve` listens by default, as seen from the same box.
@@ -53,6 +56,8 @@ pub enum Error {
     },
     #[error("the answer of {url} is larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
+    #[error("the answer of {url} is not what shoal sends: {what}")]
+    BadAnswer { url: String, what: String },
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
 }

@@ -368,6 +368,7 @@ async fn dispatch(
             admin::verify(state)
         }
         Endpoint::Metrics => metrics::metrics(state).await,
+        Endpoint::Models => admin::models(state).await,
     }
 }
 

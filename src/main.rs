@@ -39,6 +39,27 @@ enum Command {
     /// LAN or upstream). Exit 0 when the cache is sound afterwards, 1 when something could
     /// not be mended (or the server could not be asked), 64 on bad usage.
     Verify(VerifyArgs),
+    /// List the models a running shoal holds: size, how much of each is here, hits, last
+    /// use (`--lan`: and which other shoal nodes hold all of it).
+    Ls(LsArgs),
+    /// One screen about a running shoal: its cache, what it saved, its peers.
+    Status(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The shoal to ask [default: http://127.0.0.1:9200]
+    #[arg(long, env = "SHOAL_SERVER")]
+    server: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct LsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Also show which other shoal nodes on the LAN hold each model.
+    #[arg(long)]
+    lan: bool,
 }
 
 #[derive(clap::Args)]
@@ -102,6 +123,46 @@ fn main() -> ExitCode {
         Command::Health(args) => health(args),
         Command::Prefetch(args) => prefetch(args),
         Command::Verify(args) => verify(args),
+        Command::Ls(args) => ask(&args.server, |base| async move {
+            let models = shoal::client::models(&base).await?;
+            let now = shoal::store::now_ms();
+            Ok(shoal::client::ls_table(&models, args.lan, now))
+        }),
+        Command::Status(args) => ask(
+            &args,
+            |base| async move { shoal::client::status(&base).await },
+        ),
+    }
+}
+
+/// Runs a read-only question to a running shoal and prints the answer: exit 0, 1 when
+/// the server could not answer, 64 for a bad server URL.
+fn ask<F, Fut>(args: &ServerArgs, question: F) -> ExitCode
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<String, shoal::client::Error>>,
+{
+    let server = args
+        .server
+        .as_deref()
+        .unwrap_or(shoal::client::DEFAULT_SERVER);
+    let base = match shoal::client::server_base(server) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let result = runtime().and_then(|rt| rt.block_on(question(base)).map_err(anyhow::Error::from));
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod fill;
 mod flight;
 mod heal;
 mod manifests;
+mod models;
 mod ranges;
 mod read;
 mod sched;
@@ -42,6 +43,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub use read::{BlobRead, BlobSource, BlobStream};
 
 pub use heal::Verdict;
+pub use models::ModelInfo;
 
 use budget::Budget;
 use fill::{

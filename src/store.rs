@@ -180,6 +180,15 @@ mod hex_bytes {
     }
 }
 
+/// How much a held blob is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobUse {
+    pub size: u64,
+    /// Requests that read it (a ranged pull counts each part).
+    pub hits: u64,
+    pub last_access_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagRow {
     pub digest: Digest,
@@ -429,6 +438,15 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// Size, hits and last use of a complete blob, if held.
+    pub fn blob_use(&self, d: &Digest) -> Option<BlobUse> {
+        lock(&self.inner.blobs).map.get(d).map(|m| BlobUse {
+            size: m.size,
+            hits: m.hits,
+            last_access_ms: m.last_access_ms,
+        })
     }
 
     /// Size of a complete blob, if held.
@@ -833,6 +851,11 @@ impl Store {
 
     pub async fn manifest(&self, d: Digest) -> Result<Option<StoredManifest>> {
         self.with_db(move |c| index::manifest(c, &d)).await
+    }
+
+    /// Every cached tag, once per registry, repository and tag.
+    pub async fn tags(&self) -> Result<Vec<(TagKey, TagRow)>> {
+        self.with_db(|c| index::tags(c)).await
     }
 
     pub async fn tag(&self, key: TagKey) -> Result<Option<TagRow>> {

@@ -20,6 +20,10 @@ pub fn stats(state: &State) -> Result<Response<Body>, HttpError> {
         obj.insert("blobs".into(), blobs.into());
         obj.insert("cache_bytes".into(), cache_bytes.into());
         obj.insert(
+            "cache_limit_bytes".into(),
+            state.mirror.cache_limit().into(),
+        );
+        obj.insert(
             "fills_running".into(),
             (state.mirror.filling() as u64).into(),
         );
@@ -34,6 +38,12 @@ pub fn stats(state: &State) -> Result<Response<Body>, HttpError> {
         );
     }
     json(&v)
+}
+
+/// The cached models, by name (what `shoal ls` and the dashboard show).
+pub async fn models(state: &State) -> Result<Response<Body>, HttpError> {
+    let models = state.mirror.models().await.map_err(HttpError::Models)?;
+    json(&serde_json::json!({ "models": models }))
 }
 
 /// shoal's CA certificate, for clients to trust (HTTPS-proxy and DNS modes).

@@ -56,6 +56,8 @@ pub enum HttpError {
     Build(#[from] http::Error),
     #[error("cannot encode the answer")]
     Encode(#[from] serde_json::Error),
+    #[error("cannot list the cached models")]
+    Models(#[source] crate::store::Error),
     #[error("cannot write the metrics")]
     Metrics(#[from] std::fmt::Error),
     #[error("the request body is not valid: {0}")]
@@ -121,7 +123,8 @@ impl HttpError {
             HttpError::Tls(_)
             | HttpError::Build(_)
             | HttpError::Encode(_)
-            | HttpError::Metrics(_) => (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable),
+            | HttpError::Metrics(_)
+            | HttpError::Models(_) => (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable),
             HttpError::Mirror(e) => match e.kind() {
                 ErrorKind::NotFound => (
                     S::NOT_FOUND,

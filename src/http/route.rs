@@ -41,6 +41,8 @@ pub enum Endpoint {
     Verify,
     /// `GET /metrics`: Prometheus.
     Metrics,
+    /// `GET /_shoal/v1/models`: the cached models (tags) and what of them is held.
+    Models,
 }
 
 impl Endpoint {
@@ -64,6 +66,7 @@ impl Endpoint {
             Endpoint::CaPem => "ca",
             Endpoint::Verify => "verify",
             Endpoint::Metrics => "metrics",
+            Endpoint::Models => "models",
         }
     }
 }
@@ -87,6 +90,7 @@ pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
         "/_shoal/v1/news" => return Ok(Endpoint::News),
         "/_shoal/v1/verify" => return Ok(Endpoint::Verify),
         "/metrics" => return Ok(Endpoint::Metrics),
+        "/_shoal/v1/models" => return Ok(Endpoint::Models),
         _ => {}
     }
     for (prefix, scrape) in [("/announce/", false), ("/scrape/", true)] {

@@ -259,6 +259,30 @@ pub(super) fn tag(conn: &Connection, key: &TagKey) -> rusqlite::Result<Option<Ta
     .optional()
 }
 
+/// Every tag, once per (registry, repository, tag): the manifest it last resolved to.
+pub(super) fn tags(conn: &Connection) -> rusqlite::Result<Vec<(TagKey, TagRow)>> {
+    // SQLite takes the bare columns of the row with the max() in a GROUP BY.
+    let mut stmt = conn.prepare(
+        "SELECT registry, repo, tag, accept, digest, max(fetched_ms) FROM tags
+         GROUP BY registry, repo, tag ORDER BY registry, repo, tag",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            TagKey {
+                registry: r.get(0)?,
+                repo: r.get(1)?,
+                tag: r.get(2)?,
+                accept: r.get(3)?,
+            },
+            TagRow {
+                digest: digest_col(r.get(4)?)?,
+                fetched_ms: r.get(5)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
 pub(super) fn put_manifest(
     conn: &mut Connection,
     m: &StoredManifest,

@@ -1,0 +1,233 @@
+//! `shoal ls` and `shoal status`: what a running shoal holds and how it is doing, from its
+//! read endpoints (`/_shoal/v1/models`, `/stats`, `/peers`, `/health`), which stay open on
+//! the LAN without the admin token.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use indicatif::{HumanBytes, HumanDuration};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::{error_detail, Error, Result, ServerClient};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// A models list of a big cache is some hundred KiB; far past that it is not one.
+const MAX_LIST: usize = 16 << 20;
+
+/// A cached model, as `GET /_shoal/v1/models` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Model {
+    pub name: String,
+    pub size: u64,
+    pub held_bytes: u64,
+    pub blobs: usize,
+    pub held_blobs: usize,
+    pub hits: u64,
+    pub last_used_ms: i64,
+    #[serde(default)]
+    pub lan: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Models {
+    models: Vec<Model>,
+}
+
+#[derive(Deserialize)]
+struct Peers {
+    peers: Vec<Peer>,
+}
+
+#[derive(Deserialize)]
+struct Peer {
+    failures: u64,
+}
+
+impl ServerClient {
+    /// GETs `path` and reads its JSON.
+    async fn json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let (parts, body) = self.get_bytes(path, &[], TIMEOUT, MAX_LIST).await?;
+        if parts.status != StatusCode::OK {
+            return Err(Error::Status {
+                url: self.url(path),
+                status: parts.status,
+                detail: error_detail(&body),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::BadAnswer {
+            url: self.url(path),
+            what: e.to_string(),
+        })
+    }
+}
+
+/// The models a running shoal holds, by name.
+pub async fn models(base: &str) -> Result<Vec<Model>> {
+    let c = ServerClient::new(base.to_owned(), TIMEOUT);
+    Ok(c.json::<Models>("/_shoal/v1/models").await?.models)
+}
+
+/// `ollama list`'s layout: name, size, how much is here, use, and with `lan` the other
+/// nodes that hold all of it.
+pub fn ls_table(models: &[Model], lan: bool, now_ms: i64) -> String {
+    let width = models
+        .iter()
+        .map(|m| m.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!(
+        "{:width$}  {:>10}  {:>5}  {:>6}  {:16}",
+        "NAME", "SIZE", "HELD", "HITS", "LAST USED"
+    );
+    if lan {
+        out.push_str("  LAN");
+    }
+    for m in models {
+        let held = match m.size {
+            0 => 100,
+            s => (m.held_bytes.saturating_mul(100) / s).min(100),
+        };
+        out.push_str(&format!(
+            "\n{:width$}  {:>10}  {:>4}%  {:>6}  {:16}",
+            m.name,
+            HumanBytes(m.size).to_string(),
+            held,
+            m.hits,
+            ago(now_ms, m.last_used_ms)
+        ));
+        if lan {
+            let who = match m.lan.len() {
+                0 => "-".to_owned(),
+                _ => m.lan.join(", "),
+            };
+            out.push_str(&format!("  {who}"));
+        }
+    }
+    out.lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn ago(now_ms: i64, then_ms: i64) -> String {
+    if then_ms <= 0 {
+        return "never".into();
+    }
+    let d = Duration::from_millis(now_ms.saturating_sub(then_ms).max(0) as u64);
+    format!("{} ago", HumanDuration(d))
+}
+
+/// One screen about a running shoal: what it mirrors, its cache, what it saved, its peers.
+pub async fn status(base: &str) -> Result<String> {
+    let c = ServerClient::new(base.to_owned(), TIMEOUT);
+    let health = c.health(TIMEOUT).await?;
+    let stats: serde_json::Value = c.json("/_shoal/v1/stats").await?;
+    let models = c.json::<Models>("/_shoal/v1/models").await?.models;
+    let peers = c.json::<Peers>("/_shoal/v1/peers").await?.peers;
+    let n = |k: &str| stats[k].as_u64().unwrap_or(0);
+    let bytes = |k: &str| HumanBytes(n(k)).to_string();
+    let share = |part: u64, whole: u64| match whole {
+        0 => "-".to_owned(),
+        w => format!("{:.0}%", part as f64 * 100.0 / w as f64),
+    };
+    let limit = match stats["cache_limit_bytes"].as_u64() {
+        Some(l) => format!(
+            "limit {}, {} full",
+            HumanBytes(l),
+            share(n("cache_bytes"), l)
+        ),
+        None => "no limit".to_owned(),
+    };
+    let names: Vec<&str> = models.iter().take(5).map(|m| m.name.as_str()).collect();
+    let more = match models.len() {
+        0..=5 => String::new(),
+        k => format!(", and {} more", k - 5),
+    };
+    let reachable = peers.iter().filter(|p| p.failures == 0).count();
+    let lines = [
+        format!(
+            "shoal at {base}, mirroring {}, up {}",
+            health.upstream.as_deref().unwrap_or("?"),
+            HumanDuration(Duration::from_secs(n("uptime_secs")))
+        ),
+        format!(
+            "cache    {} in {} blobs ({limit})",
+            bytes("cache_bytes"),
+            n("blobs")
+        ),
+        format!("models   {} ({}{more})", models.len(), names.join(", ")),
+        format!(
+            "saved    {} of {} served ({}); from the internet {}, from LAN peers {}",
+            bytes("saved_bytes"),
+            bytes("served_bytes"),
+            share(n("saved_bytes"), n("served_bytes")),
+            bytes("upstream_bytes"),
+            bytes("peer_bytes")
+        ),
+        format!(
+            "hits     {} blob hits, {} misses ({} hit)",
+            n("blob_hits"),
+            n("blob_misses"),
+            share(n("blob_hits"), n("blob_hits") + n("blob_misses"))
+        ),
+        format!(
+            "fills    {} running; {} started, {} failed",
+            n("fills_running"),
+            n("fills_started"),
+            n("fills_failed")
+        ),
+        format!(
+            "peers    {reachable} reachable, {} unreachable; seeded {} to them",
+            peers.len() - reachable,
+            bytes("seeded_bytes")
+        ),
+        format!(
+            "checks   {} blobs verified, {} found damaged, {} mended",
+            n("verified_blobs"),
+            n("damaged_blobs"),
+            n("mended_blobs")
+        ),
+    ];
+    Ok(lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ls_lines_up_and_says_how_much_is_here() {
+        let m = |name: &str, size, held, lan: &[&str]| Model {
+            name: name.into(),
+            size,
+            held_bytes: held,
+            blobs: 2,
+            held_blobs: 1,
+            hits: 3,
+            last_used_ms: 1_000,
+            lan: lan.iter().map(|s| s.to_string()).collect(),
+        };
+        let t = ls_table(
+            &[
+                m("granite-code:8b", 4_000, 4_000, &[]),
+                m("x:1", 1_000, 500, &["http://10.0.0.2:9200"]),
+            ],
+            true,
+            61_000,
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("NAME "), "{t}");
+        assert!(
+            lines[1].contains(" 100% ") && lines[1].ends_with("  -"),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains("  50% ") && lines[2].contains("60 seconds ago"),
+            "{t}"
+        );
+        assert!(lines[2].ends_with("http://10.0.0.2:9200"), "{t}");
+        assert!(lines[1].contains("3.91 KiB"), "{t}");
+    }
+}
