@@ -95,7 +95,8 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
     )
     .await?;
     if let Some(limit) = cfg.max_cache_size {
-        let evicted = store.evict_to(limit.as_u64(), 0).await?;
+        let keep = crate::mirror::pinned_blobs(&store).await?;
+        let evicted = store.evict_to(limit.as_u64(), 0, &keep).await?;
         if !evicted.is_empty() {
             tracing::info!(
                 count = evicted.len(),

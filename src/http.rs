@@ -339,6 +339,8 @@ async fn dispatch(
     let method = req.method().clone();
     let allowed = match route {
         Endpoint::News | Endpoint::Verify => method == Method::POST,
+        Endpoint::Model { .. } => method == Method::DELETE,
+        Endpoint::ModelPin { .. } => method == Method::PUT || method == Method::DELETE,
         _ => method == Method::GET || method == Method::HEAD,
     };
     if !allowed {
@@ -369,6 +371,14 @@ async fn dispatch(
         }
         Endpoint::Metrics => metrics::metrics(state).await,
         Endpoint::Models => admin::models(state).await,
+        Endpoint::Model { name } => {
+            state.admin_only(&req)?;
+            admin::remove_model(state, &name).await
+        }
+        Endpoint::ModelPin { name } => {
+            state.admin_only(&req)?;
+            admin::pin(state, &name, method == Method::PUT).await
+        }
     }
 }
 

@@ -44,6 +44,62 @@ enum Command {
     Ls(LsArgs),
     /// One screen about a running shoal: its cache, what it saved, its peers.
     Status(ServerArgs),
+    /// Pin a cached model on a running shoal: its blobs are never evicted.
+    Pin(ModelArgs),
+    /// Unpin a model.
+    Unpin(ModelArgs),
+    /// Remove a cached model: frees its blobs that no other model uses (never one being
+    /// read, fetched or seeded). A pinned model must be unpinned first.
+    Rm(ModelArgs),
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// The model, as `shoal ls` names it: `granite-code:8b`, `library/granite-code:8b`,
+    /// `host/repo:tag`.
+    name: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+/// Where a running shoal is, and its admin token.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The shoal to ask [default: http://127.0.0.1:9200]
+    #[arg(long, env = "SHOAL_SERVER")]
+    server: Option<String>,
+    /// Its data dir, where its admin token is (`admin.token`) [default: as `shoal serve`]
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// The admin token itself (instead of reading it from the data dir).
+    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    /// The server's base URL and the token, or a usage message.
+    fn resolve(self) -> Result<(String, String), String> {
+        let server = self
+            .server
+            .as_deref()
+            .unwrap_or(shoal::client::DEFAULT_SERVER);
+        let base = shoal::client::server_base(server).map_err(|e| e.to_string())?;
+        let token = match self.token {
+            Some(t) => t,
+            None => {
+                let dir = self
+                    .data_dir
+                    .unwrap_or_else(shoal::config::default_data_dir);
+                shoal::token::read(&dir).map_err(|e| {
+                    format!(
+                        "no admin token: cannot read {} ({e}); give --data-dir, --token or SHOAL_ADMIN_TOKEN",
+                        shoal::token::path(&dir).display()
+                    )
+                })?
+            }
+        };
+        Ok((base, token))
+    }
 }
 
 #[derive(clap::Args)]
@@ -64,15 +120,8 @@ struct LsArgs {
 
 #[derive(clap::Args)]
 struct VerifyArgs {
-    /// The shoal to verify [default: http://127.0.0.1:9200]
-    #[arg(long, env = "SHOAL_SERVER")]
-    server: Option<String>,
-    /// Its data dir, where its admin token is (`admin.token`) [default: as `shoal serve`]
-    #[arg(long, env = "SHOAL_DATA_DIR")]
-    data_dir: Option<std::path::PathBuf>,
-    /// The admin token itself (instead of reading it from the data dir).
-    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 #[derive(clap::Args)]
@@ -132,6 +181,35 @@ fn main() -> ExitCode {
             &args,
             |base| async move { shoal::client::status(&base).await },
         ),
+        Command::Pin(args) => model_action(args, shoal::client::ModelAction::Pin),
+        Command::Unpin(args) => model_action(args, shoal::client::ModelAction::Unpin),
+        Command::Rm(args) => model_action(args, shoal::client::ModelAction::Remove),
+    }
+}
+
+/// `shoal pin|unpin|rm`: exit 0 done, 1 refused or failed, 64 bad usage.
+fn model_action(args: ModelArgs, action: shoal::client::ModelAction) -> ExitCode {
+    let (base, token) = match args.admin.resolve() {
+        Ok(t) => t,
+        Err(msg) => {
+            eprintln!("shoal: {msg}");
+            return ExitCode::from(64);
+        }
+    };
+    let name = args.name;
+    let result = runtime().and_then(|rt| {
+        rt.block_on(shoal::client::model_action(&base, &token, &name, action))
+            .map_err(anyhow::Error::from)
+    });
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -317,33 +395,11 @@ fn prefetch(args: PrefetchArgs) -> ExitCode {
 /// Exit 64 on bad usage (a bad URL, no token), 1 when the server cannot be asked or
 /// something could not be mended.
 fn verify(args: VerifyArgs) -> ExitCode {
-    let usage = |msg: String| {
-        eprintln!("shoal: {msg}");
-        ExitCode::from(64)
-    };
-    let server = args
-        .server
-        .as_deref()
-        .unwrap_or(shoal::client::DEFAULT_SERVER);
-    let base = match shoal::client::server_base(server) {
-        Ok(b) => b,
-        Err(e) => return usage(e.to_string()),
-    };
-    let token = match args.token {
-        Some(t) => t,
-        None => {
-            let dir = args
-                .data_dir
-                .unwrap_or_else(shoal::config::default_data_dir);
-            match shoal::token::read(&dir) {
-                Ok(t) => t,
-                Err(e) => {
-                    return usage(format!(
-                        "no admin token: cannot read {} ({e}); give --data-dir, --token or SHOAL_ADMIN_TOKEN",
-                        shoal::token::path(&dir).display()
-                    ))
-                }
-            }
+    let (base, token) = match args.admin.resolve() {
+        Ok(t) => t,
+        Err(msg) => {
+            eprintln!("shoal: {msg}");
+            return ExitCode::from(64);
         }
     };
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -43,7 +43,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 pub use read::{BlobRead, BlobSource, BlobStream};
 
 pub use heal::Verdict;
-pub use models::ModelInfo;
+pub use models::{pinned_blobs, ModelError, ModelInfo, Removed};
 
 use budget::Budget;
 use fill::{

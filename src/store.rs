@@ -23,7 +23,7 @@ pub use check::Damage;
 use check::Stamp;
 pub use partial::{Journal, Record};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -179,6 +179,8 @@ mod hex_bytes {
         Ok(out)
     }
 }
+
+pub use index::ModelKey;
 
 /// How much a held blob is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -689,7 +691,12 @@ impl Store {
     /// Evicts least-recently-used blobs that nobody is reading until the cache plus
     /// `incoming` bytes fits in `limit`. Returns what was evicted. Blobs being read (or
     /// still filling, which are not in the cache yet) are never touched.
-    pub async fn evict_to(&self, limit: u64, incoming: u64) -> Result<Vec<(Digest, u64)>> {
+    pub async fn evict_to(
+        &self,
+        limit: u64,
+        incoming: u64,
+        keep: &HashSet<Digest>,
+    ) -> Result<Vec<(Digest, u64)>> {
         let victims = {
             let mut blobs = lock(&self.inner.blobs);
             if blobs.total + incoming <= limit {
@@ -698,7 +705,7 @@ impl Store {
             let mut candidates: Vec<(i64, Digest, u64)> = blobs
                 .map
                 .iter()
-                .filter(|(_, m)| m.readers == 0)
+                .filter(|(d, m)| m.readers == 0 && !keep.contains(d))
                 .map(|(d, m)| (m.last_access_ms, *d, m.size))
                 .collect();
             candidates.sort();
@@ -713,6 +720,30 @@ impl Store {
             }
             victims
         };
+        self.remove_files(victims).await
+    }
+
+    /// Removes these blobs, except any being read or seeded now; returns those removed.
+    pub async fn remove(&self, digests: &[Digest]) -> Result<Vec<(Digest, u64)>> {
+        let victims = {
+            let mut blobs = lock(&self.inner.blobs);
+            let mut victims = Vec::new();
+            for d in digests {
+                if blobs.map.get(d).is_some_and(|m| m.readers == 0) {
+                    if let Some(m) = blobs.map.remove(d) {
+                        blobs.total -= m.size;
+                        victims.push((*d, m.size));
+                    }
+                }
+            }
+            victims
+        };
+        self.remove_files(victims).await
+    }
+
+    /// Deletes the files and rows of blobs already taken out of the in-memory set, and
+    /// tells whoever listens that they are gone.
+    async fn remove_files(&self, victims: Vec<(Digest, u64)>) -> Result<Vec<(Digest, u64)>> {
         if victims.is_empty() {
             return Ok(victims);
         }
@@ -851,6 +882,30 @@ impl Store {
 
     pub async fn manifest(&self, d: Digest) -> Result<Option<StoredManifest>> {
         self.with_db(move |c| index::manifest(c, &d)).await
+    }
+
+    /// Pins a model (its blobs are never evicted).
+    pub async fn pin(&self, m: ModelKey) -> Result<()> {
+        self.with_db(move |c| index::pin(c, &m, now_ms())).await
+    }
+
+    /// Unpins a model; false when it was not pinned.
+    pub async fn unpin(&self, m: ModelKey) -> Result<bool> {
+        self.with_db(move |c| index::unpin(c, &m)).await
+    }
+
+    pub async fn pins(&self) -> Result<Vec<ModelKey>> {
+        self.with_db(|c| index::pins(c)).await
+    }
+
+    /// The manifests a cached tag resolved to, under every Accept.
+    pub async fn tag_digests(&self, m: ModelKey) -> Result<Vec<Digest>> {
+        self.with_db(move |c| index::tag_digests(c, &m)).await
+    }
+
+    /// Forgets a cached tag; false when there was none.
+    pub async fn delete_tag(&self, m: ModelKey) -> Result<bool> {
+        self.with_db(move |c| index::delete_tag(c, &m)).await
     }
 
     /// Every cached tag, once per registry, repository and tag.

@@ -107,3 +107,121 @@ async fn models_are_listed_with_what_is_held() {
     .await
     .expect("test timed out");
 }
+
+/// Pins survive eviction pressure; `rm` frees only what no other model uses; both need the
+/// admin token, through the API and the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pinned_models_stay_and_removed_models_free_their_own_blobs() {
+    use http::Method;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        const MIB: usize = 1 << 20;
+        // Three models of one 8 MiB layer each; the cache holds about two.
+        let models: Vec<Model> = (0..3)
+            .map(|i| Model::new(vec![blob_bytes(8 * MIB, 70 + i)]))
+            .collect();
+        for (i, m) in models.iter().enumerate() {
+            up.add_model(&format!("library/m{i}"), "1", m);
+        }
+        let shoal = Shoal::start_with(&up.url(), |c| {
+            c.max_cache_size = Some(bytesize::ByteSize::mib(17));
+        })
+        .await;
+        let base = shoal.url();
+        let token = std::fs::read_to_string(shoal.dir.path().join("admin.token")).unwrap();
+        let bearer = format!("Bearer {}", token.trim());
+        let pull = async |i: usize| {
+            ollama_pull(&base, &format!("library/m{i}"), "1", PullOptions::default())
+                .await
+                .expect("pull");
+            let idle = eventually(std::time::Duration::from_secs(10), async || {
+                shoal.stats().await["fills_running"] == 0
+            })
+            .await;
+            assert!(idle);
+        };
+        let models_now = async || get(&format!("{base}/_shoal/v1/models"), &[]).await.json();
+
+        pull(0).await;
+        // Without the token, or with a wrong one: 401, nothing pinned.
+        let pin_url = format!("{base}/_shoal/v1/models/m0:1/pin");
+        for auth in [None, Some("Bearer wrong")] {
+            let h: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", *a)).collect();
+            assert_eq!(request(Method::PUT, &pin_url, &h).await.status, 401);
+        }
+        assert_eq!(models_now().await["models"][0]["pinned"], false);
+        let (code, out, err) = run(shoal_command().args([
+            "pin",
+            "m0:1",
+            "--server",
+            &base,
+            "--data-dir",
+            shoal.dir.path().to_str().unwrap(),
+        ]));
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("pinned m0:1"), "{out}");
+        assert_eq!(models_now().await["models"][0]["pinned"], true);
+
+        // Two more models push the cache over its limit: m0 stays, m1 goes.
+        pull(1).await;
+        pull(2).await;
+        let v = models_now().await;
+        let held = |name: &str| {
+            v["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == name)
+                .map(|m| m["held_bytes"].as_u64().unwrap() >= 8 * MIB as u64)
+        };
+        assert_eq!(held("m0:1"), Some(true), "pinned: {v}");
+        assert_eq!(held("m1:1"), Some(false), "least recently used: {v}");
+        assert_eq!(held("m2:1"), Some(true), "{v}");
+
+        // A pinned model is not removed; unpinned, it is, and only its own blobs go (the
+        // config is shared by every model here).
+        let rm = |name: &str| {
+            shoal_command()
+                .args(["rm", name, "--server", &base, "--token", token.trim()])
+                .output()
+                .unwrap()
+        };
+        let o = rm("m0:1");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("unpin it first"));
+        let r = request(
+            Method::DELETE,
+            &pin_url,
+            &[("authorization", bearer.as_str())],
+        )
+        .await;
+        assert_eq!(r.status, 204);
+        let before = shoal.stats().await["cache_bytes"].as_u64().unwrap();
+        let o = rm("m0:1");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{out}");
+        assert!(
+            out.contains("(1 blobs)") && out.contains("kept 1 used by other models"),
+            "{out}"
+        );
+        let after = shoal.stats().await["cache_bytes"].as_u64().unwrap();
+        assert_eq!(before - after, 8 * MIB as u64);
+        let v = models_now().await;
+        assert!(
+            v["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m["name"] != "m0:1"),
+            "{v}"
+        );
+        // Gone is gone: 404 with a clear error, exit 1.
+        let o = rm("m0:1");
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("not cached here"));
+        // And a pull of m2 is still whole.
+        pull(2).await;
+    })
+    .await
+    .expect("test timed out");
+}

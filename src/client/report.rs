@@ -193,6 +193,86 @@ pub async fn status(base: &str) -> Result<String> {
     Ok(lines.join("\n"))
 }
 
+/// An admin action on one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelAction {
+    Pin,
+    Unpin,
+    Remove,
+}
+
+#[derive(Deserialize)]
+struct Removed {
+    blobs: usize,
+    bytes: u64,
+    shared: usize,
+    busy: usize,
+}
+
+/// `shoal pin`, `shoal unpin`, `shoal rm`: one request with the admin token; what it did.
+pub async fn model_action(
+    base: &str,
+    token: &str,
+    name: &str,
+    action: ModelAction,
+) -> Result<String> {
+    let c = ServerClient::new(base.to_owned(), TIMEOUT);
+    let (method, path) = match action {
+        ModelAction::Pin => (http::Method::PUT, format!("/_shoal/v1/models/{name}/pin")),
+        ModelAction::Unpin => (
+            http::Method::DELETE,
+            format!("/_shoal/v1/models/{name}/pin"),
+        ),
+        ModelAction::Remove => (http::Method::DELETE, format!("/_shoal/v1/models/{name}")),
+    };
+    let bearer = format!("Bearer {token}");
+    let resp = c
+        .send(
+            method,
+            &path,
+            &[(http::header::AUTHORIZATION, bearer.as_str())],
+        )
+        .await?;
+    let status = resp.status();
+    let body =
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(resp.into_body(), 64 << 10))
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+    if !status.is_success() {
+        return Err(Error::Status {
+            url: c.url(&path),
+            status,
+            detail: error_detail(&body),
+        });
+    }
+    Ok(match action {
+        ModelAction::Pin => format!("pinned {name}: its blobs are never evicted"),
+        ModelAction::Unpin => format!("unpinned {name}"),
+        ModelAction::Remove => {
+            let r: Removed = serde_json::from_slice(&body).map_err(|e| Error::BadAnswer {
+                url: c.url(&path),
+                what: e.to_string(),
+            })?;
+            let mut s = format!(
+                "removed {name}: freed {} ({} blobs)",
+                HumanBytes(r.bytes),
+                r.blobs
+            );
+            if r.shared > 0 {
+                s.push_str(&format!("; kept {} used by other models", r.shared));
+            }
+            if r.busy > 0 {
+                s.push_str(&format!(
+                    "; kept {} in use now (freed later, as the cache needs room)",
+                    r.busy
+                ));
+            }
+            s
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,23 @@ pub async fn models(state: &State) -> Result<Response<Body>, HttpError> {
     json(&serde_json::json!({ "models": models }))
 }
 
+/// Pins (`pin`) or unpins a model; 204.
+pub async fn pin(state: &State, name: &str, pin: bool) -> Result<Response<Body>, HttpError> {
+    match pin {
+        true => state.mirror.pin(name).await?,
+        false => state.mirror.unpin(name).await?,
+    }
+    Ok(Response::builder()
+        .status(http::StatusCode::NO_CONTENT)
+        .body(super::empty())?)
+}
+
+/// Removes a cached model; answers what was freed.
+pub async fn remove_model(state: &State, name: &str) -> Result<Response<Body>, HttpError> {
+    let removed = state.mirror.remove_model(name).await?;
+    json(&removed)
+}
+
 /// shoal's CA certificate, for clients to trust (HTTPS-proxy and DNS modes).
 pub fn ca_pem(state: &State) -> Result<Response<Body>, HttpError> {
     Ok(Response::builder()

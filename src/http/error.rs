@@ -12,7 +12,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
 use super::{empty, full, Body};
-use crate::mirror::{self, ErrorKind};
+use crate::mirror::{self, ErrorKind, ModelError};
 use crate::oci::{DigestError, ErrorCode, NameError, RangeError, RouteError};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,8 @@ pub enum HttpError {
     Encode(#[from] serde_json::Error),
     #[error("cannot list the cached models")]
     Models(#[source] crate::store::Error),
+    #[error(transparent)]
+    Model(#[from] crate::mirror::ModelError),
     #[error("cannot write the metrics")]
     Metrics(#[from] std::fmt::Error),
     #[error("the request body is not valid: {0}")]
@@ -113,6 +115,12 @@ impl HttpError {
                 (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable)
             }
             HttpError::AdminToken => (S::UNAUTHORIZED, ErrorCode::Unauthorized),
+            HttpError::Model(e) => match e {
+                ModelError::Name(_) => (S::BAD_REQUEST, ErrorCode::NameInvalid),
+                ModelError::NotCached(_) => (S::NOT_FOUND, ErrorCode::NameUnknown),
+                ModelError::Pinned(_) => (S::CONFLICT, ErrorCode::Denied),
+                ModelError::Store(_) => (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable),
+            },
             HttpError::SwarmKey | HttpError::ProxyRefused { .. } => {
                 (S::FORBIDDEN, ErrorCode::Denied)
             }

@@ -43,6 +43,14 @@ pub enum Endpoint {
     Metrics,
     /// `GET /_shoal/v1/models`: the cached models (tags) and what of them is held.
     Models,
+    /// `DELETE /_shoal/v1/models/<name>` (admin token): remove a cached model.
+    Model {
+        name: String,
+    },
+    /// `PUT`/`DELETE /_shoal/v1/models/<name>/pin` (admin token): pin or unpin it.
+    ModelPin {
+        name: String,
+    },
 }
 
 impl Endpoint {
@@ -67,12 +75,16 @@ impl Endpoint {
             Endpoint::Verify => "verify",
             Endpoint::Metrics => "metrics",
             Endpoint::Models => "models",
+            Endpoint::Model { .. } => "model",
+            Endpoint::ModelPin { .. } => "model_pin",
         }
     }
 }
 
 /// The longest swarm key a tracker URL may carry.
 const MAX_KEY: usize = 128;
+/// The longest model name an admin URL may carry (host, repository and tag).
+const MAX_MODEL_NAME: usize = 512;
 
 pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
     if path.contains('%') {
@@ -105,6 +117,21 @@ pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
                 Endpoint::Announce { key }
             });
         }
+    }
+    if let Some(rest) = path.strip_prefix("/_shoal/v1/models/") {
+        // The name keeps its slashes (`library/granite-code:8b`); the mirror parses it.
+        let (name, pin) = match rest.strip_suffix("/pin") {
+            Some(name) => (name, true),
+            None => (rest, false),
+        };
+        if name.is_empty() || name.len() > MAX_MODEL_NAME {
+            return Err(RouteError::NotFound);
+        }
+        let name = name.to_owned();
+        return Ok(match pin {
+            true => Endpoint::ModelPin { name },
+            false => Endpoint::Model { name },
+        });
     }
     if let Some(rest) = path.strip_prefix("/_shoal/v1/blobs/") {
         return match rest.strip_suffix("/torrent") {

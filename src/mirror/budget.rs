@@ -1,6 +1,6 @@
 //! The cache's size limit: fills reserve the size of their blob when they start, and least
-//! recently used blobs are evicted to make room (never one that is being read or seeded;
-//! fills are not in the store yet, so they are never touched either).
+//! recently used blobs are evicted to make room (never one that is being read or seeded,
+//! nor a pinned model's; fills are not in the store yet, so they are never touched either).
 //!
 //! Must not: decide what a fill fetches.
 
@@ -71,21 +71,40 @@ impl Budget {
         r
     }
 
-    /// Evicts until the cache plus what running fills will add fits the limit.
+    /// Evicts until the cache plus what running fills will add fits the limit, never a
+    /// pinned model's blob.
     pub async fn enforce(&self) {
         let Some(limit) = self.limit else { return };
         let incoming = self.reserved.load(Ordering::Relaxed);
-        match self.store.evict_to(limit, incoming).await {
+        let evicted = async {
+            let keep = super::models::pinned_blobs(&self.store).await?;
+            self.store.evict_to(limit, incoming, &keep).await
+        };
+        match evicted.await {
             Ok(evicted) => {
                 for (d, size) in &evicted {
                     tracing::info!(digest = %d, size, "evicted least recently used blob");
-                    if let Some(swarm) = &self.swarm {
-                        swarm.retire(d).await;
-                    }
                 }
+                self.retire(&evicted).await;
                 Stats::add(&self.stats.evictions, evicted.len() as u64);
             }
             Err(e) => tracing::error!(error = %crate::telemetry::chain(&e), "eviction failed"),
+        }
+    }
+
+    /// Deletes these blobs now (an admin removed their model), except any in use.
+    pub async fn free(&self, digests: &[Digest]) -> crate::store::Result<Vec<(Digest, u64)>> {
+        let removed = self.store.remove(digests).await?;
+        self.retire(&removed).await;
+        Ok(removed)
+    }
+
+    /// Stops seeding blobs that are gone.
+    async fn retire(&self, gone: &[(Digest, u64)]) {
+        if let Some(swarm) = &self.swarm {
+            for (d, _) in gone {
+                swarm.retire(d).await;
+            }
         }
     }
 }

@@ -2,13 +2,13 @@
 //! cached tag, with the blobs its manifest names, how much of them is held here, how they
 //! are used, and which LAN nodes hold all of them (`GET /_shoal/v1/models`, `shoal ls`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
 use super::Mirror;
-use crate::oci::{Digest, ManifestContent, DEFAULT_NAMESPACE};
-use crate::store::{self, Store};
+use crate::oci::{Digest, ManifestContent, ModelRef, Reference, DEFAULT_NAMESPACE};
+use crate::store::{self, ModelKey, Store};
 
 /// A child manifest of a list larger than this is not read from the blob store.
 const MAX_CHILD: u64 = 4 << 20;
@@ -35,6 +35,34 @@ pub struct ModelInfo {
     pub last_used_ms: i64,
     /// Other shoal nodes whose catalogs list every one of its blobs.
     pub lan: Vec<String>,
+    /// Pinned models' blobs are never evicted.
+    pub pinned: bool,
+}
+
+/// What removing a model did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Removed {
+    /// Its blobs that no other model uses, deleted now, and their bytes.
+    pub blobs: usize,
+    pub bytes: u64,
+    /// Its blobs kept because another cached or pinned model names them.
+    pub shared: usize,
+    /// Its blobs kept because they were being read, fetched or seeded; they go the usual
+    /// way (eviction) once nothing uses them.
+    pub busy: usize,
+}
+
+/// Why an admin action on a model was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Name(String),
+    #[error("{0} is not cached here")]
+    NotCached(String),
+    #[error("{0} is pinned; unpin it first")]
+    Pinned(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
 }
 
 impl Mirror {
@@ -42,8 +70,10 @@ impl Mirror {
     pub async fn models(&self) -> store::Result<Vec<ModelInfo>> {
         let store = &self.inner.store;
         let default_registry = self.registry().to_owned();
+        let pins: HashSet<ModelKey> = store.pins().await?.into_iter().collect();
         let mut out = Vec::new();
         for (key, row) in store.tags().await? {
+            let pinned = pins.contains(&(key.registry.clone(), key.repo.clone(), key.tag.clone()));
             let Some(blobs) = blobs_of(store, row.digest).await? else {
                 continue;
             };
@@ -60,6 +90,7 @@ impl Mirror {
                 hits: 0,
                 last_used_ms: row.fetched_ms,
                 lan: Vec::new(),
+                pinned,
             };
             let mut largest = 0;
             let mut everywhere: Option<BTreeSet<String>> = None;
@@ -90,6 +121,119 @@ impl Mirror {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
+}
+
+impl Mirror {
+    /// The model a name means here (`granite-code:8b`, `library/granite-code:8b`,
+    /// `host/repo:tag`; no host is the registry this node mirrors).
+    fn model_key(&self, name: &str) -> Result<ModelKey, ModelError> {
+        let m = ModelRef::parse(name).map_err(|e| ModelError::Name(e.to_string()))?;
+        let Reference::Tag(tag) = m.reference else {
+            return Err(ModelError::Name(format!(
+                "model name {name:?} names a digest; name a tag"
+            )));
+        };
+        let registry = m.host.unwrap_or_else(|| self.registry().to_owned());
+        Ok((registry, m.repo.as_str().to_owned(), tag))
+    }
+
+    /// The model's key, if its tag is cached here.
+    async fn cached(&self, name: &str) -> Result<ModelKey, ModelError> {
+        let key = self.model_key(name)?;
+        match self.inner.store.tag_digests(key.clone()).await?.is_empty() {
+            true => Err(ModelError::NotCached(name.to_owned())),
+            false => Ok(key),
+        }
+    }
+
+    /// Pins a cached model: its blobs are never evicted.
+    pub async fn pin(&self, name: &str) -> Result<(), ModelError> {
+        let key = self.cached(name).await?;
+        self.inner.store.pin(key).await?;
+        tracing::info!(model = name, "model pinned");
+        Ok(())
+    }
+
+    /// Unpins a model; `NotCached` when it was not pinned.
+    pub async fn unpin(&self, name: &str) -> Result<(), ModelError> {
+        let key = self.model_key(name)?;
+        match self.inner.store.unpin(key).await? {
+            true => {
+                tracing::info!(model = name, "model unpinned");
+                Ok(())
+            }
+            false => Err(ModelError::NotCached(format!("a pin of {name}"))),
+        }
+    }
+
+    /// Removes a cached model: forgets its tag and deletes its blobs that no other cached
+    /// or pinned model names, except any being read, fetched or seeded now.
+    pub async fn remove_model(&self, name: &str) -> Result<Removed, ModelError> {
+        let store = &self.inner.store;
+        let key = self.cached(name).await?;
+        if store.pins().await?.contains(&key) {
+            return Err(ModelError::Pinned(name.to_owned()));
+        }
+        let mut mine: HashSet<Digest> = HashSet::new();
+        for d in store.tag_digests(key.clone()).await? {
+            mine.insert(d);
+            if let Some(b) = blobs_of(store, d).await? {
+                mine.extend(b.into_keys());
+            }
+        }
+        let mut others = pinned_blobs(store).await?;
+        for (k, row) in store.tags().await? {
+            if (&k.registry, &k.repo, &k.tag) == (&key.0, &key.1, &key.2) {
+                continue;
+            }
+            others.insert(row.digest);
+            if let Some(b) = blobs_of(store, row.digest).await? {
+                others.extend(b.into_keys());
+            }
+        }
+        store.delete_tag(key).await?;
+        let held: Vec<Digest> = mine
+            .iter()
+            .filter(|d| store.blob_size(d).is_some())
+            .copied()
+            .collect();
+        let (shared, free): (Vec<Digest>, Vec<Digest>) =
+            held.into_iter().partition(|d| others.contains(d));
+        let free: Vec<Digest> = free
+            .into_iter()
+            .filter(|d| self.inner.fills.get(d).is_none())
+            .collect();
+        let removed = self.inner.budget.free(&free).await?;
+        let report = Removed {
+            blobs: removed.len(),
+            bytes: removed.iter().map(|(_, s)| s).sum(),
+            shared: shared.len(),
+            busy: free.len() - removed.len(),
+        };
+        tracing::info!(
+            model = name,
+            blobs = report.blobs,
+            bytes = report.bytes,
+            shared = report.shared,
+            busy = report.busy,
+            "model removed"
+        );
+        Ok(report)
+    }
+}
+
+/// The blobs of every pinned model, and their manifests: never evicted.
+pub async fn pinned_blobs(store: &Store) -> store::Result<HashSet<Digest>> {
+    let mut keep = HashSet::new();
+    for key in store.pins().await? {
+        for d in store.tag_digests(key).await? {
+            keep.insert(d);
+            if let Some(b) = blobs_of(store, d).await? {
+                keep.extend(b.into_keys());
+            }
+        }
+    }
+    Ok(keep)
 }
 
 /// The blobs (digest → size) a manifest names, reading through lists and indexes to the

@@ -16,6 +16,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../migrations/0002_torrents.sql")),
         M::up(include_str!("../../migrations/0003_peers.sql")),
         M::up(include_str!("../../migrations/0004_blob_stamps.sql")),
+        M::up(include_str!("../../migrations/0005_pins.sql")),
     ])
 });
 
@@ -281,6 +282,52 @@ pub(super) fn tags(conn: &Connection) -> rusqlite::Result<Vec<(TagKey, TagRow)>>
         ))
     })?;
     rows.collect()
+}
+
+/// A model: registry, repository, tag.
+pub type ModelKey = (String, String, String);
+
+pub(super) fn pin(conn: &Connection, m: &ModelKey, now_ms: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO pins (registry, repo, tag, pinned_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO NOTHING",
+        params![m.0, m.1, m.2, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Whether it was pinned.
+pub(super) fn unpin(conn: &Connection, m: &ModelKey) -> rusqlite::Result<bool> {
+    let n = conn.execute(
+        "DELETE FROM pins WHERE registry = ?1 AND repo = ?2 AND tag = ?3",
+        params![m.0, m.1, m.2],
+    )?;
+    Ok(n > 0)
+}
+
+pub(super) fn pins(conn: &Connection) -> rusqlite::Result<Vec<ModelKey>> {
+    let mut stmt = conn.prepare("SELECT registry, repo, tag FROM pins")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.collect()
+}
+
+/// The manifests a tag resolved to, under every Accept it was cached with.
+pub(super) fn tag_digests(conn: &Connection, m: &ModelKey) -> rusqlite::Result<Vec<Digest>> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT digest FROM tags WHERE registry = ?1 AND repo = ?2 AND tag = ?3",
+    )?;
+    let rows = stmt.query_map(params![m.0, m.1, m.2], |r| digest_col(r.get(0)?))?;
+    rows.collect()
+}
+
+/// Forgets a tag (every Accept it was cached under). The manifests stay: they are small,
+/// and another tag may name them.
+pub(super) fn delete_tag(conn: &Connection, m: &ModelKey) -> rusqlite::Result<bool> {
+    let n = conn.execute(
+        "DELETE FROM tags WHERE registry = ?1 AND repo = ?2 AND tag = ?3",
+        params![m.0, m.1, m.2],
+    )?;
+    Ok(n > 0)
 }
 
 pub(super) fn put_manifest(

@@ -88,9 +88,9 @@ async fn eviction_is_lru_and_skips_readers() {
     }
     let _reading = store.acquire(&a).unwrap();
 
-    let evicted = store.evict_to(250, 0).await.unwrap();
+    let evicted = store.evict_to(250, 0, &HashSet::new()).await.unwrap();
     assert_eq!(evicted, vec![(b, 100)]);
-    let evicted = store.evict_to(0, 0).await.unwrap();
+    let evicted = store.evict_to(0, 0, &HashSet::new()).await.unwrap();
     assert_eq!(evicted, vec![(c, 100)], "a is leased and stays");
     assert_eq!(store.blob_size(&a), Some(100));
     assert_eq!(store.totals(), (1, 100));
@@ -129,7 +129,7 @@ async fn torrents_go_with_their_blob() {
         .unwrap();
     assert_eq!(store.torrent(d).await.unwrap(), Some(t.clone()));
     assert_eq!(store.torrents().await.unwrap(), vec![t]);
-    store.evict_to(0, 0).await.unwrap();
+    store.evict_to(0, 0, &HashSet::new()).await.unwrap();
     assert_eq!(
         store.torrent(d).await.unwrap(),
         None,
