@@ -206,6 +206,8 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         slots,
         admin_token: Arc::from(admin_token.as_str()),
         requests: Default::default(),
+        listen: addr,
+        prefetches: Default::default(),
     });
     let tls_server = match tls_listener {
         None => None,

@@ -77,6 +77,10 @@ pub struct State {
     pub admin_token: Arc<str>,
     /// Requests answered, for `/metrics`.
     pub requests: metrics::Requests,
+    /// Where the plain listener is bound: prefetches asked through the API pull through it.
+    pub listen: SocketAddr,
+    /// Prefetches asked through the API (`admin::prefetch`), by model name.
+    pub prefetches: admin::Prefetches,
 }
 
 impl State {
@@ -340,6 +344,7 @@ async fn dispatch(
     let allowed = match route {
         Endpoint::News | Endpoint::Verify => method == Method::POST,
         Endpoint::Model { .. } => method == Method::DELETE,
+        Endpoint::ModelPrefetch { .. } => method == Method::POST,
         Endpoint::ModelPin { .. } => method == Method::PUT || method == Method::DELETE,
         _ => method == Method::GET || method == Method::HEAD,
     };
@@ -371,6 +376,10 @@ async fn dispatch(
         }
         Endpoint::Metrics => metrics::metrics(state).await,
         Endpoint::Models => admin::models(state).await,
+        Endpoint::ModelPrefetch { name } => {
+            state.admin_only(&req)?;
+            admin::prefetch(state, &name)
+        }
         Endpoint::Model { name } => {
             state.admin_only(&req)?;
             admin::remove_model(state, &name).await

@@ -225,3 +225,43 @@ async fn pinned_models_stay_and_removed_models_free_their_own_blobs() {
     .await
     .expect("test timed out");
 }
+
+/// `POST /_shoal/v1/models/<name>/prefetch`: with the token it answers 202 at once and the
+/// model is fetched, as `shoal prefetch` would, with its state in the models list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prefetch_asked_through_the_api_fetches_the_model() {
+    use http::Method;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let m = Model::new(vec![blob_bytes(3 << 20, 64)]);
+        up.add_model("library/warm", "1", &m);
+        let shoal = Shoal::start(&up.url()).await;
+        let base = shoal.url();
+        let url = format!("{base}/_shoal/v1/models/warm:1/prefetch");
+        assert_eq!(request(Method::POST, &url, &[]).await.status, 401);
+        let token = std::fs::read_to_string(shoal.dir.path().join("admin.token")).unwrap();
+        let bearer = format!("Bearer {}", token.trim());
+        let r = request(Method::POST, &url, &[("authorization", &bearer)]).await;
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        let done = eventually(std::time::Duration::from_secs(30), async || {
+            let v = get(&format!("{base}/_shoal/v1/models"), &[]).await.json();
+            v["prefetches"][0]["state"] == "done"
+        })
+        .await;
+        let v = get(&format!("{base}/_shoal/v1/models"), &[]).await.json();
+        assert!(done, "{v}");
+        let size = (m.layers[0].len() + m.config.len()) as u64;
+        assert_eq!(v["models"][0]["name"], "warm:1", "{v}");
+        assert_eq!(v["models"][0]["held_bytes"], size, "{v}");
+        assert_eq!(v["prefetches"][0]["bytes"], size, "{v}");
+        let r = request(
+            Method::POST,
+            &format!("{base}/_shoal/v1/models/Not%20a%20name/prefetch"),
+            &[("authorization", &bearer)],
+        )
+        .await;
+        assert_eq!(r.status, 400);
+    })
+    .await
+    .expect("test timed out");
+}

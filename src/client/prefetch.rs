@@ -514,10 +514,12 @@ async fn read_all(
     blobs: &[Descriptor],
     ui: &Ui,
 ) -> Vec<(Digest, Result<BlobReport, BlobError>)> {
-    stream::iter(blobs)
+    // Owned descriptors: a closure over borrowed ones makes the future not provably Send
+    // (the server spawns it for API prefetches).
+    stream::iter(blobs.to_vec())
         .map(|d| async move {
-            let bar = ui.bar(d);
-            let r = read_blob(client, repo, d, &bar).await;
+            let bar = ui.bar(&d);
+            let r = read_blob(client, repo, &d, &bar).await;
             match &r {
                 Ok(b) if ui.multi.is_some() => bar.finish_with_message(b.source.as_str()),
                 Ok(b) => ui.line(&format!(

@@ -43,7 +43,104 @@ pub fn stats(state: &State) -> Result<Response<Body>, HttpError> {
 /// The cached models, by name (what `shoal ls` and the dashboard show).
 pub async fn models(state: &State) -> Result<Response<Body>, HttpError> {
     let models = state.mirror.models().await.map_err(HttpError::Models)?;
-    json(&serde_json::json!({ "models": models }))
+    json(&serde_json::json!({ "models": models, "prefetches": state.prefetches.list() }))
+}
+
+/// A prefetch asked through the API, as the dashboard shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PrefetchState {
+    pub name: String,
+    /// "running", "done" or "failed".
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub bytes: u64,
+    pub started_ms: i64,
+}
+
+/// The last prefetches asked through the API (at most `MAX_PREFETCHES`, oldest dropped).
+#[derive(Debug, Default, Clone)]
+pub struct Prefetches(std::sync::Arc<std::sync::Mutex<Vec<PrefetchState>>>);
+
+const MAX_PREFETCHES: usize = 20;
+
+impl Prefetches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PrefetchState>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a new prefetch of `name`; false when one is running already.
+    fn start(&self, name: &str) -> bool {
+        let mut all = self.lock();
+        if all.iter().any(|p| p.name == name && p.state == "running") {
+            return false;
+        }
+        if all.len() >= MAX_PREFETCHES {
+            all.remove(0);
+        }
+        all.push(PrefetchState {
+            name: name.to_owned(),
+            state: "running",
+            error: None,
+            bytes: 0,
+            started_ms: crate::store::now_ms(),
+        });
+        true
+    }
+
+    fn finish(&self, name: &str, result: &Result<u64, String>) {
+        let mut all = self.lock();
+        if let Some(p) = all.iter_mut().rev().find(|p| p.name == name) {
+            match result {
+                Ok(bytes) => (p.state, p.bytes) = ("done", *bytes),
+                Err(e) => (p.state, p.error) = ("failed", Some(e.clone())),
+            }
+        }
+    }
+
+    pub fn list(&self) -> Vec<PrefetchState> {
+        self.lock().clone()
+    }
+}
+
+/// `POST /_shoal/v1/models/<name>/prefetch`: starts fetching a model (every platform of a
+/// list) and answers 202 at once. It pulls through this node's own listener, exactly as
+/// `shoal prefetch` does, so it takes the same path as any client; `GET
+/// /_shoal/v1/models` reports how it went under `prefetches`.
+pub fn prefetch(state: &State, name: &str) -> Result<Response<Body>, HttpError> {
+    let model = crate::oci::ModelRef::parse(name)
+        .map_err(|e| crate::mirror::ModelError::Name(e.to_string()))?;
+    let ip = match state.listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let base = format!(
+        "http://{}",
+        std::net::SocketAddr::new(ip, state.listen.port())
+    );
+    if state.prefetches.start(name) {
+        let (prefetches, name) = (state.prefetches.clone(), name.to_owned());
+        crate::task::spawn("prefetch", async move {
+            let platforms = crate::client::Platforms::All;
+            let result = crate::client::prefetch(&base, &model, &platforms, false)
+                .await
+                .map(|r| r.bytes())
+                .map_err(|e| crate::telemetry::chain(&e).to_string());
+            match &result {
+                Ok(bytes) => tracing::info!(model = %name, bytes, "prefetched"),
+                Err(e) => tracing::warn!(model = %name, error = %e, "prefetch failed"),
+            }
+            prefetches.finish(&name, &result);
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+    Ok(Response::builder()
+        .status(http::StatusCode::ACCEPTED)
+        .header(CONTENT_TYPE, "application/json")
+        .body(full(serde_json::to_vec(
+            &serde_json::json!({ "prefetching": name }),
+        )?))?)
 }
 
 /// Pins (`pin`) or unpins a model; 204.

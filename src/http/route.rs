@@ -51,6 +51,10 @@ pub enum Endpoint {
     ModelPin {
         name: String,
     },
+    /// `POST /_shoal/v1/models/<name>/prefetch` (admin token): fetch it now.
+    ModelPrefetch {
+        name: String,
+    },
 }
 
 impl Endpoint {
@@ -77,6 +81,7 @@ impl Endpoint {
             Endpoint::Models => "models",
             Endpoint::Model { .. } => "model",
             Endpoint::ModelPin { .. } => "model_pin",
+            Endpoint::ModelPrefetch { .. } => "model_prefetch",
         }
     }
 }
@@ -120,18 +125,18 @@ pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
     }
     if let Some(rest) = path.strip_prefix("/_shoal/v1/models/") {
         // The name keeps its slashes (`library/granite-code:8b`); the mirror parses it.
-        let (name, pin) = match rest.strip_suffix("/pin") {
-            Some(name) => (name, true),
-            None => (rest, false),
-        };
+        let (name, what): (&str, fn(String) -> Endpoint) =
+            if let Some(name) = rest.strip_suffix("/pin") {
+                (name, |name| Endpoint::ModelPin { name })
+            } else if let Some(name) = rest.strip_suffix("/prefetch") {
+                (name, |name| Endpoint::ModelPrefetch { name })
+            } else {
+                (rest, |name| Endpoint::Model { name })
+            };
         if name.is_empty() || name.len() > MAX_MODEL_NAME {
             return Err(RouteError::NotFound);
         }
-        let name = name.to_owned();
-        return Ok(match pin {
-            true => Endpoint::ModelPin { name },
-            false => Endpoint::Model { name },
-        });
+        return Ok(what(name.to_owned()));
     }
     if let Some(rest) = path.strip_prefix("/_shoal/v1/blobs/") {
         return match rest.strip_suffix("/torrent") {
