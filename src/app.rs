@@ -208,7 +208,21 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         requests: Default::default(),
         listen: addr,
         prefetches: Default::default(),
+        history: Default::default(),
     });
+    {
+        // The dashboard's chart: the counters now, then once a minute.
+        let (state, stop) = (state.clone(), background.child_token());
+        crate::task::spawn("history", async move {
+            let mut tick = tokio::time::interval(crate::http::HISTORY_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok::<(), std::convert::Infallible>(()),
+                    _ = tick.tick() => state.history.record(&state.mirror.stats().counters()),
+                }
+            }
+        });
+    }
     let tls_server = match tls_listener {
         None => None,
         Some(l) => {

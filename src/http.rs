@@ -9,12 +9,15 @@
 //! `mirror::Mirror`. Errors become answers only in `error.rs`.
 
 mod admin;
+mod dashboard;
 mod error;
 mod metrics;
 mod p2p;
 mod proxy;
 mod registry;
 pub mod route;
+
+pub use dashboard::HISTORY_EVERY;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -81,6 +84,8 @@ pub struct State {
     pub listen: SocketAddr,
     /// Prefetches asked through the API (`admin::prefetch`), by model name.
     pub prefetches: admin::Prefetches,
+    /// Counters once a minute, for the dashboard's chart.
+    pub history: dashboard::History,
 }
 
 impl State {
@@ -376,6 +381,9 @@ async fn dispatch(
         }
         Endpoint::Metrics => metrics::metrics(state).await,
         Endpoint::Models => admin::models(state).await,
+        Endpoint::Dashboard => dashboard::page(),
+        Endpoint::Root => dashboard::to_dashboard(),
+        Endpoint::History => dashboard::history(state),
         Endpoint::ModelPrefetch { name } => {
             state.admin_only(&req)?;
             admin::prefetch(state, &name)

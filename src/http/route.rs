@@ -55,6 +55,12 @@ pub enum Endpoint {
     ModelPrefetch {
         name: String,
     },
+    /// `GET /_shoal/`: the dashboard.
+    Dashboard,
+    /// `GET /`: redirects to the dashboard.
+    Root,
+    /// `GET /_shoal/v1/history`: saved bytes and hits over time, for the dashboard.
+    History,
 }
 
 impl Endpoint {
@@ -82,6 +88,9 @@ impl Endpoint {
             Endpoint::Model { .. } => "model",
             Endpoint::ModelPin { .. } => "model_pin",
             Endpoint::ModelPrefetch { .. } => "model_prefetch",
+            Endpoint::Dashboard => "dashboard",
+            Endpoint::Root => "root",
+            Endpoint::History => "history",
         }
     }
 }
@@ -108,6 +117,9 @@ pub fn endpoint(path: &str) -> Result<Endpoint, RouteError> {
         "/_shoal/v1/verify" => return Ok(Endpoint::Verify),
         "/metrics" => return Ok(Endpoint::Metrics),
         "/_shoal/v1/models" => return Ok(Endpoint::Models),
+        "/_shoal/v1/history" => return Ok(Endpoint::History),
+        "/_shoal/" | "/_shoal" => return Ok(Endpoint::Dashboard),
+        "/" => return Ok(Endpoint::Root),
         _ => {}
     }
     for (prefix, scrape) in [("/announce/", false), ("/scrape/", true)] {
