@@ -209,6 +209,11 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         listen: addr,
         prefetches: Default::default(),
         history: Default::default(),
+        caps: crate::http::Caps {
+            fetch_rate_limit: cfg.fetch.rate_limit.map(|l| l.as_u64()),
+            p2p_upload_limit: cfg.p2p.upload_limit.map(|l| l.as_u64()),
+            p2p_download_limit: cfg.p2p.download_limit.map(|l| l.as_u64()),
+        },
     });
     {
         // The dashboard's chart: the counters now, then once a minute.

@@ -82,6 +82,10 @@ pub struct FetchConfig {
     /// A fill that lands no byte for this long fails, and its clients get an error.
     #[serde(with = "humantime_serde")]
     pub give_up_after: Duration,
+    /// Cap on all fetching from upstream together, bytes per second (e.g. "20MiB"), so a
+    /// big prefetch does not fill the site's internet link. No cap when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<ByteSize>,
 }
 
 /// HTTPS-proxy mode (`CONNECT`) and DNS mode: which hosts are intercepted with shoal's CA,
@@ -230,6 +234,7 @@ impl Default for FetchConfig {
             request_timeout: Duration::from_secs(30),
             retries: 3,
             give_up_after: Duration::from_secs(60),
+            rate_limit: None,
         }
     }
 }
@@ -505,6 +510,16 @@ impl Config {
             return bad(
                 "p2p.upload_limit",
                 "must be between 1 B/s and 4GiB/s".into(),
+            );
+        }
+        if self
+            .fetch
+            .rate_limit
+            .is_some_and(|l| l.as_u64() < 64 * 1024)
+        {
+            return bad(
+                "fetch.rate_limit",
+                "must be at least 64KiB (bytes per second)".into(),
             );
         }
         if self.p2p.stall_timeout.is_zero() || self.p2p.stall_timeout > Duration::from_secs(20) {

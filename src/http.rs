@@ -86,6 +86,16 @@ pub struct State {
     pub prefetches: admin::Prefetches,
     /// Counters once a minute, for the dashboard's chart.
     pub history: dashboard::History,
+    /// Bandwidth caps in force, bytes per second (shown by the stats and the dashboard).
+    pub caps: Caps,
+}
+
+/// Bandwidth caps, bytes per second; `None` is no cap.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Caps {
+    pub fetch_rate_limit: Option<u64>,
+    pub p2p_upload_limit: Option<u64>,
+    pub p2p_download_limit: Option<u64>,
 }
 
 impl State {

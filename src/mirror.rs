@@ -211,6 +211,8 @@ struct Inner {
     fill_ctx: FillCtx,
     /// Peers to fill from.
     p2p: Option<P2p>,
+    /// `fetch.rate_limit`, shared by every fill's upstream workers.
+    rate: Option<Arc<fill::RateLimit>>,
     cfg: MirrorConfig,
 }
 
@@ -296,6 +298,10 @@ impl Mirror {
                 upstream_down_until: Mutex::new(None),
                 fill_ctx,
                 p2p,
+                rate: cfg
+                    .fetch
+                    .rate_limit
+                    .map(|r| Arc::new(fill::RateLimit::new(r.as_u64()))),
                 cfg,
             }),
         }
@@ -320,6 +326,11 @@ impl Mirror {
     /// The host of the registry this mirror caches (a metrics label).
     pub fn registry(&self) -> &str {
         self.inner.upstream.registry()
+    }
+
+    /// `fetch.rate_limit` in bytes per second, if set.
+    pub fn fetch_rate_limit(&self) -> Option<u64> {
+        self.inner.rate.as_ref().map(|r| r.bytes_per_sec())
     }
 
     /// `max_cache_size`, if set.
@@ -383,6 +394,7 @@ impl Mirror {
         let worker_cfg = WorkerConfig {
             stall_timeout: inner.cfg.fetch.stall_timeout,
             from_peers: false,
+            rate: inner.rate.clone(),
         };
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
         let probe = match origin {

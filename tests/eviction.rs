@@ -1,4 +1,5 @@
-//! `max_cache_size`: least recently used blobs go first; a blob being read stays.
+//! The caps an admin sets: `max_cache_size` (least recently used blobs go first; a blob
+//! being read stays) and `fetch.rate_limit`.
 
 mod support;
 
@@ -66,6 +67,35 @@ async fn lru_eviction_spares_blobs_in_use() {
         // Blob 1 was evicted: asking for it fetches it again.
         assert_eq!(get(&url(1), &[]).await.body, blobs[1].1);
         assert!(up.counts.cdn_gets.load(std::sync::atomic::Ordering::SeqCst) > before);
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// `fetch.rate_limit` caps upstream fetching: a 4 MiB blob at 1 MiB/s cannot fill in less
+/// than about 3 s (a second's allowance is free), whatever the machine; and the stats say
+/// the cap, for the dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_fetch_rate_limit_caps_upstream() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let data = blob_bytes(4 * MIB, 48);
+        let digest = up.add_blob(data.clone());
+        let shoal = Shoal::start_with(&up.url(), |c| {
+            c.fetch.rate_limit = Some(bytesize::ByteSize::mib(1));
+        })
+        .await;
+        let t0 = std::time::Instant::now();
+        let r = get(&format!("{}/v2/library/x/blobs/{digest}", shoal.url()), &[]).await;
+        let took = t0.elapsed();
+        assert_eq!(r.body, data);
+        assert!(
+            took >= Duration::from_millis(2500),
+            "4 MiB at 1 MiB/s in {took:?}"
+        );
+        let stats = shoal.stats().await;
+        assert_eq!(stats["caps"]["fetch_rate_limit"], MIB as u64, "{stats}");
+        assert_eq!(stats["caps"]["p2p_upload_limit"], serde_json::Value::Null);
     })
     .await
     .expect("test timed out");

@@ -236,3 +236,18 @@ fn renders_back_to_toml() {
     let again: Config = toml::from_str(&text).unwrap();
     assert_eq!(again, c);
 }
+
+#[test]
+fn fetch_rate_limit_reads_and_is_bounded() {
+    let c = Config::load(&args(&[]), env(&[("SHOAL_FETCH__RATE_LIMIT", "20MiB")])).unwrap();
+    assert_eq!(c.fetch.rate_limit, Some(ByteSize::mib(20)));
+    let err = Config::load(&args(&[]), env(&[("SHOAL_FETCH__RATE_LIMIT", "1KiB")]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("fetch.rate_limit"), "{err}");
+    // What --check-config prints, shoal reads back.
+    assert_eq!(
+        Config::from_toml(&c.to_toml()).unwrap().fetch.rate_limit,
+        c.fetch.rate_limit
+    );
+}

@@ -23,6 +23,7 @@ pub fn stats(state: &State) -> Result<Response<Body>, HttpError> {
             "cache_limit_bytes".into(),
             state.mirror.cache_limit().into(),
         );
+        obj.insert("caps".into(), serde_json::to_value(&state.caps)?);
         obj.insert(
             "fills_running".into(),
             (state.mirror.filling() as u64).into(),

@@ -22,6 +22,7 @@
 mod hash;
 mod lan;
 mod peers;
+mod rate;
 mod upstream;
 
 #[cfg(test)]
@@ -48,6 +49,7 @@ use crate::store::Store;
 
 pub use lan::LanSource;
 pub use peers::PeerSource;
+pub use rate::RateLimit;
 pub use upstream::{UpstreamBlob, UpstreamSource, WorkerConfig};
 
 /// Bytes a worker gathers before one write; also how soon readers see them.

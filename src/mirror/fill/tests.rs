@@ -204,6 +204,7 @@ impl Rig {
             WorkerConfig {
                 stall_timeout: stall,
                 from_peers: false,
+                rate: None,
             },
         ))
     }

@@ -114,6 +114,8 @@ pub struct WorkerConfig {
     pub stall_timeout: Duration,
     /// Count what arrives as bytes from peers (another node), not from upstream.
     pub from_peers: bool,
+    /// `fetch.rate_limit`, shared by every upstream worker (not by fetches from peers).
+    pub rate: Option<Arc<super::RateLimit>>,
 }
 
 pub struct UpstreamSource {
@@ -141,6 +143,7 @@ impl UpstreamSource {
             fetch,
             cfg: WorkerConfig {
                 from_peers: true,
+                rate: None,
                 ..cfg
             },
             kind: BlobSource::Peers,
@@ -405,6 +408,9 @@ async fn fetch_span(
                     &stats.upstream_bytes
                 };
                 Stats::add(counter, data.len() as u64);
+                if let Some(rate) = &cfg.rate {
+                    rate.take(data.len()).await;
+                }
                 req.first_byte.get_or_insert_with(Instant::now);
                 req.received += data.len() as u64;
                 if skip > 0 {
