@@ -209,6 +209,7 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
         listen: addr,
         prefetches: Default::default(),
         history: Default::default(),
+        token_on_reads: cfg.admin.token_on_reads,
         caps: crate::http::Caps {
             fetch_rate_limit: cfg.fetch.rate_limit.map(|l| l.as_u64()),
             p2p_upload_limit: cfg.p2p.upload_limit.map(|l| l.as_u64()),

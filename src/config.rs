@@ -266,6 +266,10 @@ pub struct AdminConfig {
     /// `<data-dir>/admin.token` (mode 0600), where the CLI finds it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Ask for the token on reads too (the dashboard's data, stats, models, peers,
+    /// `/metrics`), not only on changes. Off: reads are open on the LAN. Health, the
+    /// registry API and what peers ask each other are never behind it.
+    pub token_on_reads: bool,
 }
 
 impl Default for ManifestConfig {

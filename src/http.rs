@@ -88,6 +88,8 @@ pub struct State {
     pub history: dashboard::History,
     /// Bandwidth caps in force, bytes per second (shown by the stats and the dashboard).
     pub caps: Caps,
+    /// `admin.token_on_reads`: the admin reads need the token too.
+    pub token_on_reads: bool,
 }
 
 /// Bandwidth caps, bytes per second; `None` is no cap.
@@ -365,6 +367,18 @@ async fn dispatch(
     };
     if !allowed {
         return Err(HttpError::Method(method));
+    }
+    let admin_read = matches!(
+        route,
+        Endpoint::Stats
+            | Endpoint::Models
+            | Endpoint::Peers
+            | Endpoint::Torrents
+            | Endpoint::History
+            | Endpoint::Metrics
+    );
+    if admin_read && state.token_on_reads {
+        state.admin_only(&req)?;
     }
     match route {
         Endpoint::Registry(Route::Base) => registry::base(),

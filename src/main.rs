@@ -107,6 +107,26 @@ struct ServerArgs {
     /// The shoal to ask [default: http://127.0.0.1:9200]
     #[arg(long, env = "SHOAL_SERVER")]
     server: Option<String>,
+    /// Its data dir: its admin token there is sent along, for a server that asks for it on
+    /// reads (`admin.token_on_reads`) [default: as `shoal serve`]
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// The admin token itself, for such a server.
+    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ServerArgs {
+    /// The token to send on reads, if one is at hand (reads are open by default).
+    fn token(&self) -> Option<String> {
+        self.token.clone().or_else(|| {
+            let dir = self
+                .data_dir
+                .clone()
+                .unwrap_or_else(shoal::config::default_data_dir);
+            shoal::token::read(&dir).ok()
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -172,15 +192,14 @@ fn main() -> ExitCode {
         Command::Health(args) => health(args),
         Command::Prefetch(args) => prefetch(args),
         Command::Verify(args) => verify(args),
-        Command::Ls(args) => ask(&args.server, |base| async move {
-            let models = shoal::client::models(&base).await?;
+        Command::Ls(args) => ask(&args.server, |base, token| async move {
+            let models = shoal::client::models(&base, token.as_deref()).await?;
             let now = shoal::store::now_ms();
             Ok(shoal::client::ls_table(&models, args.lan, now))
         }),
-        Command::Status(args) => ask(
-            &args,
-            |base| async move { shoal::client::status(&base).await },
-        ),
+        Command::Status(args) => ask(&args, |base, token| async move {
+            shoal::client::status(&base, token.as_deref()).await
+        }),
         Command::Pin(args) => model_action(args, shoal::client::ModelAction::Pin),
         Command::Unpin(args) => model_action(args, shoal::client::ModelAction::Unpin),
         Command::Rm(args) => model_action(args, shoal::client::ModelAction::Remove),
@@ -217,7 +236,7 @@ fn model_action(args: ModelArgs, action: shoal::client::ModelAction) -> ExitCode
 /// the server could not answer, 64 for a bad server URL.
 fn ask<F, Fut>(args: &ServerArgs, question: F) -> ExitCode
 where
-    F: FnOnce(String) -> Fut,
+    F: FnOnce(String, Option<String>) -> Fut,
     Fut: std::future::Future<Output = Result<String, shoal::client::Error>>,
 {
     let server = args
@@ -231,7 +250,10 @@ where
             return ExitCode::from(64);
         }
     };
-    let result = runtime().and_then(|rt| rt.block_on(question(base)).map_err(anyhow::Error::from));
+    let result = runtime().and_then(|rt| {
+        rt.block_on(question(base, args.token()))
+            .map_err(anyhow::Error::from)
+    });
     match result {
         Ok(text) => {
             println!("{text}");

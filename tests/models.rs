@@ -265,3 +265,45 @@ async fn a_prefetch_asked_through_the_api_fetches_the_model() {
     .await
     .expect("test timed out");
 }
+
+/// `admin.token_on_reads`: the admin reads need the token too; health, the dashboard's page
+/// and the registry API stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_can_ask_for_the_token() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let shoal = Shoal::start_with(&up.url(), |c| c.admin.token_on_reads = true).await;
+        let base = shoal.url();
+        let token = std::fs::read_to_string(shoal.dir.path().join("admin.token")).unwrap();
+        let bearer = format!("Bearer {}", token.trim());
+        for path in [
+            "/_shoal/v1/stats",
+            "/_shoal/v1/models",
+            "/_shoal/v1/peers",
+            "/metrics",
+        ] {
+            let r = get(&format!("{base}{path}"), &[]).await;
+            assert_eq!(r.status, 401, "{path}");
+            assert_eq!(r.oci_code(), "UNAUTHORIZED", "{path}");
+            let r = get(&format!("{base}{path}"), &[("authorization", &bearer)]).await;
+            assert_eq!(r.status, 200, "{path}");
+        }
+        for path in ["/_shoal/v1/health", "/_shoal/", "/v2/"] {
+            assert_eq!(
+                get(&format!("{base}{path}"), &[]).await.status,
+                200,
+                "{path}"
+            );
+        }
+        let (code, _, err) =
+            run(shoal_command().args(["status", "--server", &base, "--data-dir", "/nonexistent"]));
+        assert_eq!(code, 1);
+        assert!(err.contains("401"), "{err}");
+        let (code, out, err) =
+            run(shoal_command().args(["status", "--server", &base, "--token", token.trim()]));
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("models   0"), "{out}");
+    })
+    .await
+    .expect("test timed out");
+}

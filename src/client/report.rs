@@ -44,28 +44,48 @@ struct Peer {
     failures: u64,
 }
 
-impl ServerClient {
+/// A client that sends the admin token, when it has one (a server with
+/// `admin.token_on_reads` asks for it on reads too).
+struct Reader {
+    client: ServerClient,
+    bearer: Option<String>,
+}
+
+impl Reader {
+    fn new(base: &str, token: Option<&str>) -> Reader {
+        Reader {
+            client: ServerClient::new(base.to_owned(), TIMEOUT),
+            bearer: token.map(|t| format!("Bearer {t}")),
+        }
+    }
+
     /// GETs `path` and reads its JSON.
     async fn json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let (parts, body) = self.get_bytes(path, &[], TIMEOUT, MAX_LIST).await?;
+        let c = &self.client;
+        let auth: Vec<(http::HeaderName, &str)> = self
+            .bearer
+            .iter()
+            .map(|b| (http::header::AUTHORIZATION, b.as_str()))
+            .collect();
+        let (parts, body) = c.get_bytes(path, &auth, TIMEOUT, MAX_LIST).await?;
         if parts.status != StatusCode::OK {
             return Err(Error::Status {
-                url: self.url(path),
+                url: c.url(path),
                 status: parts.status,
                 detail: error_detail(&body),
             });
         }
         serde_json::from_slice(&body).map_err(|e| Error::BadAnswer {
-            url: self.url(path),
+            url: c.url(path),
             what: e.to_string(),
         })
     }
 }
 
 /// The models a running shoal holds, by name.
-pub async fn models(base: &str) -> Result<Vec<Model>> {
-    let c = ServerClient::new(base.to_owned(), TIMEOUT);
-    Ok(c.json::<Models>("/_shoal/v1/models").await?.models)
+pub async fn models(base: &str, token: Option<&str>) -> Result<Vec<Model>> {
+    let r = Reader::new(base, token);
+    Ok(r.json::<Models>("/_shoal/v1/models").await?.models)
 }
 
 /// `ollama list`'s layout: name, size, how much is here, use, and with `lan` the other
@@ -120,9 +140,9 @@ fn ago(now_ms: i64, then_ms: i64) -> String {
 }
 
 /// One screen about a running shoal: what it mirrors, its cache, what it saved, its peers.
-pub async fn status(base: &str) -> Result<String> {
-    let c = ServerClient::new(base.to_owned(), TIMEOUT);
-    let health = c.health(TIMEOUT).await?;
+pub async fn status(base: &str, token: Option<&str>) -> Result<String> {
+    let c = Reader::new(base, token);
+    let health = c.client.health(TIMEOUT).await?;
     let stats: serde_json::Value = c.json("/_shoal/v1/stats").await?;
     let models = c.json::<Models>("/_shoal/v1/models").await?.models;
     let peers = c.json::<Peers>("/_shoal/v1/peers").await?.peers;

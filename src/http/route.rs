@@ -215,9 +215,37 @@ mod tests {
             "/announce/a/b".to_owned(),
             format!("/announce/{}", "k".repeat(MAX_KEY + 1)),
             "/_shoal/v1/nope".to_owned(),
-            "/".to_owned(),
+            "//".to_owned(),
+            "/_shoal/v1/models/".to_owned(),
+            "/_shoal/v1/models//pin".to_owned(),
+            format!("/_shoal/v1/models/{}", "m".repeat(MAX_MODEL_NAME + 1)),
         ] {
             assert_eq!(endpoint(&path), Err(RouteError::NotFound), "{path}");
+        }
+        // Admin endpoints keep a model name's slashes and colon.
+        for (path, want) in [
+            ("/", Endpoint::Root),
+            ("/_shoal/", Endpoint::Dashboard),
+            (
+                "/_shoal/v1/models/library/granite-code:8b/pin",
+                Endpoint::ModelPin {
+                    name: "library/granite-code:8b".into(),
+                },
+            ),
+            (
+                "/_shoal/v1/models/granite-code:8b/prefetch",
+                Endpoint::ModelPrefetch {
+                    name: "granite-code:8b".into(),
+                },
+            ),
+            (
+                "/_shoal/v1/models/hf.co/u/r:q4",
+                Endpoint::Model {
+                    name: "hf.co/u/r:q4".into(),
+                },
+            ),
+        ] {
+            assert_eq!(endpoint(path), Ok(want), "{path}");
         }
         assert!(matches!(
             endpoint("/_shoal/v1/h%65alth"),
