@@ -216,11 +216,15 @@ fn model_action(args: ModelArgs, action: shoal::client::ModelAction) -> ExitCode
         }
     };
     let name = args.name;
-    let result = runtime().and_then(|rt| {
-        rt.block_on(shoal::client::model_action(&base, &token, &name, action))
-            .map_err(anyhow::Error::from)
-    });
-    match result {
+    answer(shoal::client::model_action(&base, &token, &name, action))
+}
+
+/// Runs one request to a running shoal and prints what it says: exit 0, or 1 with the
+/// error when it could not be done.
+fn answer(
+    work: impl std::future::Future<Output = Result<String, shoal::client::Error>>,
+) -> ExitCode {
+    match runtime().and_then(|rt| rt.block_on(work).map_err(anyhow::Error::from)) {
         Ok(text) => {
             println!("{text}");
             ExitCode::SUCCESS
@@ -250,20 +254,7 @@ where
             return ExitCode::from(64);
         }
     };
-    let result = runtime().and_then(|rt| {
-        rt.block_on(question(base, args.token()))
-            .map_err(anyhow::Error::from)
-    });
-    match result {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("shoal: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    answer(question(base, args.token()))
 }
 
 fn load(args: &ServeArgs) -> Result<Config, ExitCode> {

@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
@@ -144,15 +143,6 @@ async fn verify_needs_the_admin_token_then_reports_and_mends() {
     .expect("test timed out");
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `shoal verify` as an admin runs it: the token from the data dir, a summary, exit codes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shoal_verify_command() {
@@ -176,9 +166,11 @@ async fn shoal_verify_command() {
 
         let (url, data_dir) = (p.url.clone(), dir.path().to_owned());
         let (code, out, err) = tokio::task::spawn_blocking(move || {
-            run(shoal_command()
-                .args(["verify", "--server", &url, "--data-dir"])
-                .arg(&data_dir))
+            run_cmd(
+                shoal_command()
+                    .args(["verify", "--server", &url, "--data-dir"])
+                    .arg(&data_dir),
+            )
         })
         .await
         .unwrap();
@@ -191,7 +183,7 @@ async fn shoal_verify_command() {
 
         let url = p.url.clone();
         let (code, _, err) = tokio::task::spawn_blocking(move || {
-            run(shoal_command().args(["verify", "--server", &url, "--token", "wrong"]))
+            run_cmd(shoal_command().args(["verify", "--server", &url, "--token", "wrong"]))
         })
         .await
         .unwrap();
@@ -201,16 +193,18 @@ async fn shoal_verify_command() {
         let empty = tempfile::tempdir().unwrap();
         let url = p.url.clone();
         let (code, _, err) = tokio::task::spawn_blocking(move || {
-            run(shoal_command()
-                .args(["verify", "--server", &url, "--data-dir"])
-                .arg(empty.path()))
+            run_cmd(
+                shoal_command()
+                    .args(["verify", "--server", &url, "--data-dir"])
+                    .arg(empty.path()),
+            )
         })
         .await
         .unwrap();
         assert_eq!(code, 64, "{err}");
         assert!(err.contains("admin.token"), "{err}");
         let (code, _, _) = tokio::task::spawn_blocking(|| {
-            run(shoal_command().args(["verify", "--server", "ftp://x"]))
+            run_cmd(shoal_command().args(["verify", "--server", "ftp://x"]))
         })
         .await
         .unwrap();

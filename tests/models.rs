@@ -3,18 +3,7 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::*;
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn models_are_listed_with_what_is_held() {
@@ -76,7 +65,7 @@ async fn models_are_listed_with_what_is_held() {
         assert!(v["models"][0]["hits"].as_u64().unwrap() >= 1, "{v}");
 
         // The CLI, as an admin runs it.
-        let (code, out, err) = run(shoal_command().args(["ls", "--server", &base]));
+        let (code, out, err) = run_cmd(shoal_command().args(["ls", "--server", &base]));
         assert_eq!(code, 0, "{err}");
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("NAME"), "{out}");
@@ -88,7 +77,7 @@ async fn models_are_listed_with_what_is_held() {
             lines[2].starts_with("someone/half:q4") && lines[2].contains(" 50%"),
             "{out}"
         );
-        let (code, out, err) = run(shoal_command().args(["status", "--server", &base]));
+        let (code, out, err) = run_cmd(shoal_command().args(["status", "--server", &base]));
         assert_eq!(code, 0, "{err}");
         assert!(
             out.contains("models   2 (granite-code:8b, someone/half:q4)"),
@@ -98,10 +87,10 @@ async fn models_are_listed_with_what_is_held() {
         assert!(out.lines().count() <= 24, "one screen: {out}");
 
         // Clear exits: an unreachable server 1, a bad URL 64.
-        let (code, _, err) = run(shoal_command().args(["ls", "--server", &dead_url()]));
+        let (code, _, err) = run_cmd(shoal_command().args(["ls", "--server", &dead_url()]));
         assert_eq!(code, 1, "{err}");
         assert!(err.contains("cannot reach shoal"), "{err}");
-        let (code, _, err) = run(shoal_command().args(["status", "--server", "ftp://x"]));
+        let (code, _, err) = run_cmd(shoal_command().args(["status", "--server", "ftp://x"]));
         assert_eq!(code, 64, "{err}");
     })
     .await
@@ -150,7 +139,7 @@ async fn pinned_models_stay_and_removed_models_free_their_own_blobs() {
             assert_eq!(request(Method::PUT, &pin_url, &h).await.status, 401);
         }
         assert_eq!(models_now().await["models"][0]["pinned"], false);
-        let (code, out, err) = run(shoal_command().args([
+        let (code, out, err) = run_cmd(shoal_command().args([
             "pin",
             "m0:1",
             "--server",
@@ -295,12 +284,17 @@ async fn reads_can_ask_for_the_token() {
                 "{path}"
             );
         }
-        let (code, _, err) =
-            run(shoal_command().args(["status", "--server", &base, "--data-dir", "/nonexistent"]));
+        let (code, _, err) = run_cmd(shoal_command().args([
+            "status",
+            "--server",
+            &base,
+            "--data-dir",
+            "/nonexistent",
+        ]));
         assert_eq!(code, 1);
         assert!(err.contains("401"), "{err}");
         let (code, out, err) =
-            run(shoal_command().args(["status", "--server", &base, "--token", token.trim()]));
+            run_cmd(shoal_command().args(["status", "--server", &base, "--token", token.trim()]));
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("models   0"), "{out}");
     })

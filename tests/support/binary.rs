@@ -65,3 +65,13 @@ pub async fn spawn_shoal(data: &Path, upstream: &str, port: u16) -> ShoalProcess
     assert!(ready, "shoal did not become healthy on port {port}");
     ShoalProcess { child, url }
 }
+
+/// Runs a command to its end: exit code (-1 when killed by a signal), stdout, stderr.
+pub fn run_cmd(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
