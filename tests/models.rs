@@ -301,3 +301,66 @@ async fn reads_can_ask_for_the_token() {
     .await
     .expect("test timed out");
 }
+
+/// `rm` of a model whose blob a client is reading: that blob is kept (counted as busy),
+/// the reader gets every byte, and the blob goes once nothing reads it (the next rm of a
+/// model naming it, or eviction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_a_model_never_breaks_a_reader() {
+    use std::io::{Read, Write};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let m = Model::new(vec![blob_bytes(16 << 20, 66)]);
+        up.add_model("library/busy", "1", &m);
+        let shoal = Shoal::start(&up.url()).await;
+        let base = shoal.url();
+        ollama_pull(&base, "library/busy", "1", PullOptions::default())
+            .await
+            .expect("pull");
+        let idle = eventually(std::time::Duration::from_secs(10), async || {
+            shoal.stats().await["fills_running"] == 0
+        })
+        .await;
+        assert!(idle);
+        let layer = format!("sha256:{}", sha256_hex(&m.layers[0]));
+
+        // A slow client has the layer's body open.
+        let mut slow = std::net::TcpStream::connect(shoal.addr()).unwrap();
+        write!(
+            slow,
+            "GET /v2/library/busy/blobs/{layer} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut first = [0u8; 4096];
+        slow.read_exact(&mut first).unwrap();
+
+        let token = std::fs::read_to_string(shoal.dir.path().join("admin.token")).unwrap();
+        let r = request(
+            http::Method::DELETE,
+            &format!("{base}/_shoal/v1/models/busy:1"),
+            &[("authorization", &format!("Bearer {}", token.trim()))],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let removed = r.json();
+        assert_eq!(removed["busy"], 1, "{removed}");
+        assert_eq!(removed["blobs"], 1, "the config went: {removed}");
+
+        // The reader goes on to the end with the right bytes.
+        let rest = tokio::task::spawn_blocking(move || {
+            let mut rest = Vec::new();
+            slow.read_to_end(&mut rest).map(|_| rest)
+        })
+        .await
+        .unwrap()
+        .expect("the body is not cut");
+        let mut all = first.to_vec();
+        all.extend_from_slice(&rest);
+        let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(all[body_at..] == m.layers[0][..], "every byte, right");
+        let v = get(&format!("{base}/_shoal/v1/models"), &[]).await.json();
+        assert_eq!(v["models"], serde_json::json!([]), "the model is gone: {v}");
+    })
+    .await
+    .expect("test timed out");
+}
