@@ -216,6 +216,10 @@ fn model_action(args: ModelArgs, action: shoal::client::ModelAction) -> ExitCode
         }
     };
     let name = args.name;
+    if let Err(e) = shoal::oci::ModelRef::parse(&name) {
+        eprintln!("shoal: {e}");
+        return ExitCode::from(64);
+    }
     answer(shoal::client::model_action(&base, &token, &name, action))
 }
 

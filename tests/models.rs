@@ -190,7 +190,7 @@ async fn pinned_models_stay_and_removed_models_free_their_own_blobs() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(0), "{out}");
         assert!(
-            out.contains("(1 blobs)") && out.contains("kept 1 used by other models"),
+            out.contains("(1 blob)") && out.contains("kept 1 used by other models"),
             "{out}"
         );
         let after = shoal.stats().await["cache_bytes"].as_u64().unwrap();

@@ -173,9 +173,10 @@ pub async fn status(base: &str, token: Option<&str>) -> Result<String> {
             HumanDuration(Duration::from_secs(n("uptime_secs")))
         ),
         format!(
-            "cache    {} in {} blobs ({limit})",
+            "cache    {} in {} blob{} ({limit})",
             bytes("cache_bytes"),
-            n("blobs")
+            n("blobs"),
+            if n("blobs") == 1 { "" } else { "s" }
         ),
         format!("models   {} ({}{more})", models.len(), names.join(", ")),
         format!(
@@ -275,9 +276,10 @@ pub async fn model_action(
                 what: e.to_string(),
             })?;
             let mut s = format!(
-                "removed {name}: freed {} ({} blobs)",
+                "removed {name}: freed {} ({} blob{})",
                 HumanBytes(r.bytes),
-                r.blobs
+                r.blobs,
+                if r.blobs == 1 { "" } else { "s" }
             );
             if r.shared > 0 {
                 s.push_str(&format!("; kept {} used by other models", r.shared));
