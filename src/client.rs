@@ -19,7 +19,7 @@ mod report;
 mod verify;
 
 pub use prefetch::{prefetch, BlobReport, Platforms, PrefetchError, Report, Source};
-pub use report::{ls_table, model_action, models, status, Model, ModelAction};
+pub use report::{ls_table, model_action, models, models_with_lan, status, Model, ModelAction};
 pub use verify::{verify, VerifyReport};
 
 /// Where `shoal serve` listens by default, as seen from the same box.

@@ -133,7 +133,8 @@ impl ServerArgs {
 struct LsArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// Also show which other shoal nodes on the LAN hold each model.
+    /// Also show which other shoal nodes on the LAN hold each model whole, and the models
+    /// only they hold (asked at each reachable peer).
     #[arg(long)]
     lan: bool,
 }
@@ -193,7 +194,10 @@ fn main() -> ExitCode {
         Command::Prefetch(args) => prefetch(args),
         Command::Verify(args) => verify(args),
         Command::Ls(args) => ask(&args.server, |base, token| async move {
-            let models = shoal::client::models(&base, token.as_deref()).await?;
+            let models = match args.lan {
+                true => shoal::client::models_with_lan(&base, token.as_deref()).await?,
+                false => shoal::client::models(&base, token.as_deref()).await?,
+            };
             let now = shoal::store::now_ms();
             Ok(shoal::client::ls_table(&models, args.lan, now))
         }),

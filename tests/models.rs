@@ -364,3 +364,55 @@ async fn removing_a_model_never_breaks_a_reader() {
     .await
     .expect("test timed out");
 }
+
+/// `shoal ls --lan`: the models this node holds with the peers that hold them too, and
+/// the models only its peers hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ls_lan_lists_what_the_peers_hold() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let both = Model::new(vec![blob_bytes(1 << 20, 67)]);
+        let theirs = Model::new(vec![blob_bytes(1 << 20, 68)]);
+        up.add_model("library/both", "1", &both);
+        up.add_model("library/theirs", "1", &theirs);
+        let a = Shoal::start(&up.url()).await;
+        let b = Shoal::start_with(&up.url(), |c| c.peers = vec![a.peer_url()]).await;
+        for (node, repo) in [
+            (&a, "library/both"),
+            (&a, "library/theirs"),
+            (&b, "library/both"),
+        ] {
+            ollama_pull(&node.url(), repo, "1", PullOptions::default())
+                .await
+                .expect("pull");
+        }
+        let settled = eventually(std::time::Duration::from_secs(10), async || {
+            let p = get(&format!("{}/_shoal/v1/peers", b.url()), &[])
+                .await
+                .json();
+            let (sa, sb) = (a.stats().await, b.stats().await);
+            p["peers"][0]["failures"] == 0 && sa["fills_running"] == 0 && sb["fills_running"] == 0
+        })
+        .await;
+        assert!(settled);
+
+        let (code, out, err) = run_cmd(shoal_command().args(["ls", "--lan", "--server", &b.url()]));
+        assert_eq!(code, 0, "{err}");
+        let line = |name: &str| out.lines().find(|l| l.starts_with(name)).map(str::to_owned);
+        let both_line = line("both:1").unwrap_or_default();
+        assert!(
+            both_line.contains("100%") && both_line.contains(&a.url()),
+            "{out}"
+        );
+        let theirs_line = line("theirs:1").unwrap_or_default();
+        assert!(
+            theirs_line.contains(" 0%") && theirs_line.ends_with(&a.url()),
+            "{out}"
+        );
+        // Without --lan, only what this node knows of.
+        let (_, out, _) = run_cmd(shoal_command().args(["ls", "--server", &b.url()]));
+        assert!(!out.contains("theirs:1"), "{out}");
+    })
+    .await
+    .expect("test timed out");
+}

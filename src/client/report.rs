@@ -41,7 +41,44 @@ struct Peers {
 
 #[derive(Deserialize)]
 struct Peer {
+    url: String,
     failures: u64,
+}
+
+/// The models a running shoal holds, and with them the models its reachable peers hold
+/// whole (asked at each peer's own `/_shoal/v1/models`): a model only peers hold is listed
+/// with nothing of it here, and every model lists the peers that hold it.
+pub async fn models_with_lan(base: &str, token: Option<&str>) -> Result<Vec<Model>> {
+    let here = Reader::new(base, token);
+    let mut models = here.json::<Models>("/_shoal/v1/models").await?.models;
+    let peers = here.json::<Peers>("/_shoal/v1/peers").await?.peers;
+    let asks = peers
+        .iter()
+        .filter(|p| p.failures == 0)
+        .map(|p| async move {
+            // A peer that does not answer (or asks for a token) is left out, not an error.
+            let r = Reader::new(&p.url, None);
+            (p.url.clone(), r.json::<Models>("/_shoal/v1/models").await)
+        });
+    for (url, answer) in futures_util::future::join_all(asks).await {
+        let Ok(theirs) = answer else { continue };
+        for m in theirs.models.into_iter().filter(|m| m.held_bytes >= m.size) {
+            match models.iter_mut().find(|o| o.name == m.name) {
+                Some(o) if !o.lan.contains(&url) => o.lan.push(url.clone()),
+                Some(_) => {}
+                None => models.push(Model {
+                    held_bytes: 0,
+                    held_blobs: 0,
+                    hits: 0,
+                    last_used_ms: 0,
+                    lan: vec![url.clone()],
+                    ..m
+                }),
+            }
+        }
+    }
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(models)
 }
 
 /// A client that sends the admin token, when it has one (a server with
@@ -89,7 +126,7 @@ pub async fn models(base: &str, token: Option<&str>) -> Result<Vec<Model>> {
 }
 
 /// `ollama list`'s layout: name, size, how much is here, use, and with `lan` the other
-/// nodes that hold all of it.
+/// nodes that hold all of it (`models_with_lan`).
 pub fn ls_table(models: &[Model], lan: bool, now_ms: i64) -> String {
     let width = models
         .iter()
