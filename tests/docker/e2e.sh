@@ -91,7 +91,10 @@ sed 's/^/  /' "$tmp/prepare.log"
 log "docker build -t $image (legacy builder)"
 old=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
 b0=$SECONDS
-DOCKER_BUILDKIT=0 docker build -f "$repo/docker/Dockerfile" -t "$image" "$repo" >"$tmp/build.log" 2>&1 || {
+# The offline path (CI cannot pull): docker/prepare's local bases through the ARGs.
+DOCKER_BUILDKIT=0 docker build -f "$repo/docker/Dockerfile" -t "$image" \
+    --build-arg BUILD_BASE=shoal-build-base:bookworm \
+    --build-arg RUNTIME_BASE=shoal-runtime-base:bookworm "$repo" >"$tmp/build.log" 2>&1 || {
     tail -n 60 "$tmp/build.log"
     fail "docker build"
 }
