@@ -59,74 +59,7 @@ struct ModelArgs {
     /// `host/repo:tag`.
     name: String,
     #[command(flatten)]
-    admin: AdminArgs,
-}
-
-/// Where a running shoal is, and its admin token.
-#[derive(clap::Args)]
-struct AdminArgs {
-    /// The shoal to ask [default: http://127.0.0.1:9200]
-    #[arg(long, env = "SHOAL_SERVER")]
-    server: Option<String>,
-    /// Its data dir, where its admin token is (`admin.token`) [default: as `shoal serve`]
-    #[arg(long, env = "SHOAL_DATA_DIR")]
-    data_dir: Option<std::path::PathBuf>,
-    /// The admin token itself (instead of reading it from the data dir).
-    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-}
-
-impl AdminArgs {
-    /// The server's base URL and the token, or a usage message.
-    fn resolve(self) -> Result<(String, String), String> {
-        let server = self
-            .server
-            .as_deref()
-            .unwrap_or(shoal::client::DEFAULT_SERVER);
-        let base = shoal::client::server_base(server).map_err(|e| e.to_string())?;
-        let token = match self.token {
-            Some(t) => t,
-            None => {
-                let dir = self
-                    .data_dir
-                    .unwrap_or_else(shoal::config::default_data_dir);
-                shoal::token::read(&dir).map_err(|e| {
-                    format!(
-                        "no admin token: cannot read {} ({e}); give --data-dir, --token or SHOAL_ADMIN_TOKEN",
-                        shoal::token::path(&dir).display()
-                    )
-                })?
-            }
-        };
-        Ok((base, token))
-    }
-}
-
-#[derive(clap::Args)]
-struct ServerArgs {
-    /// The shoal to ask [default: http://127.0.0.1:9200]
-    #[arg(long, env = "SHOAL_SERVER")]
-    server: Option<String>,
-    /// Its data dir: its admin token there is sent along, for a server that asks for it on
-    /// reads (`admin.token_on_reads`) [default: as `shoal serve`]
-    #[arg(long, env = "SHOAL_DATA_DIR")]
-    data_dir: Option<std::path::PathBuf>,
-    /// The admin token itself, for such a server.
-    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-}
-
-impl ServerArgs {
-    /// The token to send on reads, if one is at hand (reads are open by default).
-    fn token(&self) -> Option<String> {
-        self.token.clone().or_else(|| {
-            let dir = self
-                .data_dir
-                .clone()
-                .unwrap_or_else(shoal::config::default_data_dir);
-            shoal::token::read(&dir).ok()
-        })
-    }
+    admin: ServerArgs,
 }
 
 #[derive(clap::Args)]
@@ -139,10 +72,58 @@ struct LsArgs {
     lan: bool,
 }
 
+/// Where a running shoal is, and its admin token (needed for changes; sent on reads too
+/// when at hand, for a server with `admin.token_on_reads`).
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The shoal to ask [default: http://127.0.0.1:9200]
+    #[arg(long, env = "SHOAL_SERVER")]
+    server: Option<String>,
+    /// Its data dir, where its admin token is (`admin.token`) [default: as `shoal serve`]
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// The admin token itself (instead of reading it from the data dir).
+    #[arg(long, env = "SHOAL_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ServerArgs {
+    /// The server's base URL, or a usage message.
+    fn base(&self) -> Result<String, String> {
+        let server = self
+            .server
+            .as_deref()
+            .unwrap_or(shoal::client::DEFAULT_SERVER);
+        shoal::client::server_base(server).map_err(|e| e.to_string())
+    }
+
+    /// The token: given, or read from the data dir.
+    fn token(&self) -> Result<String, String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(shoal::config::default_data_dir);
+        shoal::token::read(&dir).map_err(|e| {
+            format!(
+                "no admin token: cannot read {} ({e}); give --data-dir, --token or SHOAL_ADMIN_TOKEN",
+                shoal::token::path(&dir).display()
+            )
+        })
+    }
+
+    /// The server's base URL and the token, or a usage message (admin changes).
+    fn resolve(&self) -> Result<(String, String), String> {
+        Ok((self.base()?, self.token()?))
+    }
+}
+
 #[derive(clap::Args)]
 struct VerifyArgs {
     #[command(flatten)]
-    admin: AdminArgs,
+    admin: ServerArgs,
 }
 
 #[derive(clap::Args)]
@@ -251,18 +232,15 @@ where
     F: FnOnce(String, Option<String>) -> Fut,
     Fut: std::future::Future<Output = Result<String, shoal::client::Error>>,
 {
-    let server = args
-        .server
-        .as_deref()
-        .unwrap_or(shoal::client::DEFAULT_SERVER);
-    let base = match shoal::client::server_base(server) {
+    let base = match args.base() {
         Ok(b) => b,
         Err(e) => {
             eprintln!("shoal: {e}");
             return ExitCode::from(64);
         }
     };
-    answer(question(base, args.token()))
+    // Reads are open by default: a token is sent only when one is at hand.
+    answer(question(base, args.token().ok()))
 }
 
 fn load(args: &ServeArgs) -> Result<Config, ExitCode> {

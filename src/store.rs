@@ -688,9 +688,14 @@ impl Store {
         .await?
     }
 
-    /// Evicts least-recently-used blobs that nobody is reading until the cache plus
-    /// `incoming` bytes fits in `limit`. Returns what was evicted. Blobs being read (or
-    /// still filling, which are not in the cache yet) are never touched.
+    /// Whether the cache plus `incoming` bytes stays within `limit`.
+    pub fn fits(&self, limit: u64, incoming: u64) -> bool {
+        lock(&self.inner.blobs).total + incoming <= limit
+    }
+
+    /// Evicts least-recently-used blobs that nobody is reading, and none in `keep`, until
+    /// the cache plus `incoming` bytes fits in `limit`. Returns what was evicted. Blobs
+    /// being read (or still filling, which are not in the cache yet) are never touched.
     pub async fn evict_to(
         &self,
         limit: u64,

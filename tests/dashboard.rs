@@ -61,14 +61,7 @@ async fn the_dashboard_shows_the_cached_model() {
         up.add_model("library/granite-code", "8b", &m);
         let shoal = Shoal::start(&up.url()).await;
         let base = shoal.url();
-        ollama_pull(&base, "library/granite-code", "8b", PullOptions::default())
-            .await
-            .expect("pull");
-        let idle = eventually(std::time::Duration::from_secs(10), async || {
-            shoal.stats().await["fills_running"] == 0
-        })
-        .await;
-        assert!(idle);
+        shoal.pull("library/granite-code", "8b").await;
 
         // `/` sends a browser to the dashboard.
         let r = get(&format!("{base}/"), &[]).await;

@@ -39,11 +39,7 @@ fn flip_byte(path: &Path, at: u64) {
 async fn cache(shoal: &Shoal, digest: &str, data: &[u8]) {
     let r = get(&format!("{}/v2/library/x/blobs/{digest}", shoal.url()), &[]).await;
     assert_eq!(r.body, data);
-    let held = eventually(Duration::from_secs(10), async || {
-        shoal.stats().await["fills_running"] == 0
-    })
-    .await;
-    assert!(held);
+    shoal.settle().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

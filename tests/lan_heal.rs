@@ -11,10 +11,6 @@ use support::*;
 
 const MIB: usize = 1 << 20;
 
-async fn stats(url: &str) -> serde_json::Value {
-    get(&format!("{url}/_shoal/v1/stats"), &[]).await.json()
-}
-
 /// The puller's client gets the right bytes without a stall; the holder finds its copy
 /// bad, drops it, tells the LAN, and mends only its bad piece; both end with sound copies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -45,12 +41,7 @@ async fn a_rotten_holder_and_its_puller_both_end_sound() {
         wait_lan(&urls[..1]).await;
         let r = get(&format!("{}/v2/library/x/blobs/{digest}", urls[0]), &[]).await;
         assert!(r.body == data);
-        let held = eventually(Duration::from_secs(30), async || {
-            let s = stats(&urls[0]).await;
-            s["blobs"] == 1 && s["fills_running"] == 0
-        })
-        .await;
-        assert!(held);
+        committed(&urls[0], 1).await;
         let _second = spawn(1);
         wait_lan(&urls).await;
         let sent = up.counts.cdn_bytes.load(SeqCst);
@@ -82,14 +73,14 @@ async fn a_rotten_holder_and_its_puller_both_end_sound() {
 
         // Both end holding it sound, the holder having dropped and mended its copy.
         let sound = eventually(Duration::from_secs(60), async || {
-            let (a, b) = (stats(&urls[0]).await, stats(&urls[1]).await);
+            let (a, b) = (node_stats(&urls[0]).await, node_stats(&urls[1]).await);
             a["blobs"] == 1
                 && b["blobs"] == 1
                 && a["fills_running"] == 0
                 && std::fs::read(&file).is_ok_and(|f| f == data)
         })
         .await;
-        let a = stats(&urls[0]).await;
+        let a = node_stats(&urls[0]).await;
         assert!(sound, "holder: {a}");
         assert_eq!(a["damaged_blobs"], 1, "{a}");
         for url in &urls {

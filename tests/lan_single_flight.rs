@@ -11,19 +11,6 @@ use support::*;
 
 const MIB: usize = 1 << 20;
 
-async fn stats(url: &str) -> serde_json::Value {
-    get(&format!("{url}/_shoal/v1/stats"), &[]).await.json()
-}
-
-async fn committed(url: &str, blobs: u64) {
-    let done = eventually(Duration::from_secs(30), async || {
-        let s = stats(url).await;
-        s["blobs"] == blobs && s["fills_running"] == 0
-    })
-    .await;
-    assert!(done, "{url}: {}", stats(url).await);
-}
-
 /// A box pulls a blob a moment after another cached it: no catalog has been polled yet,
 /// but the news (or the LAN question) says who holds it, and upstream sends nothing more.
 /// (The first pull itself may have been fetched by the blob's LAN owner, another box.)
@@ -67,7 +54,7 @@ async fn a_pull_right_after_another_box_cached_it_takes_nothing_from_upstream() 
         let mut from_upstream = 0;
         for url in &urls {
             committed(url, 1).await;
-            from_upstream += stats(url).await["upstream_bytes"].as_u64().unwrap();
+            from_upstream += node_stats(url).await["upstream_bytes"].as_u64().unwrap();
         }
         assert_eq!(
             up.counts.cdn_bytes.load(SeqCst),
@@ -122,7 +109,7 @@ async fn boxes_that_miss_at_once_fetch_from_upstream_once() {
         let (mut fetchers, mut fed) = (Vec::new(), 0);
         for url in &urls {
             committed(url, 1).await;
-            let s = stats(url).await;
+            let s = node_stats(url).await;
             from_upstream += s["upstream_bytes"].as_u64().unwrap();
             // Each node says where its fill came from.
             let fills = get(&format!("{url}/_shoal/v1/torrents"), &[]).await.json();
@@ -205,7 +192,7 @@ async fn the_fetching_box_dies_and_the_rest_fetch_only_the_missing_part() {
         let owner = loop {
             let mut found = None;
             for (i, url) in urls.iter().enumerate() {
-                if stats(url).await["upstream_bytes"].as_u64() >= Some((size / 2) as u64) {
+                if node_stats(url).await["upstream_bytes"].as_u64() >= Some((size / 2) as u64) {
                     found = Some(i);
                 }
             }
@@ -218,7 +205,7 @@ async fn the_fetching_box_dies_and_the_rest_fetch_only_the_missing_part() {
         for (i, url) in urls.iter().enumerate() {
             if i != owner {
                 let got = eventually(Duration::from_secs(20), async || {
-                    stats(url).await["peer_bytes"].as_u64() >= Some((size / 2) as u64)
+                    node_stats(url).await["peer_bytes"].as_u64() >= Some((size / 2) as u64)
                 })
                 .await;
                 assert!(got, "{url} did not get the first half from the owner");
@@ -240,7 +227,7 @@ async fn the_fetching_box_dies_and_the_rest_fetch_only_the_missing_part() {
         for (i, url) in urls.iter().enumerate() {
             if i != owner {
                 committed(url, 1).await;
-                from_upstream += stats(url).await["upstream_bytes"].as_u64().unwrap();
+                from_upstream += node_stats(url).await["upstream_bytes"].as_u64().unwrap();
             }
         }
         let after = up.counts.cdn_bytes.load(SeqCst) - sent_before;

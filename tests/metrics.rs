@@ -67,11 +67,7 @@ async fn metrics_agree_with_the_stats_and_parse() {
         let shoal = Shoal::start(&up.url()).await;
         let blob = format!("{}/v2/library/x/blobs/{digest}", shoal.url());
         assert_eq!(get(&blob, &[]).await.body, data, "a miss");
-        let idle = eventually(std::time::Duration::from_secs(10), async || {
-            shoal.stats().await["fills_running"] == 0
-        })
-        .await;
-        assert!(idle);
+        shoal.settle().await;
         assert_eq!(get(&blob, &[]).await.body, data, "a hit");
         let bad = format!("{}/v2/library/x/blobs/sha256:nope", shoal.url());
         assert_eq!(get(&bad, &[]).await.status, 400);

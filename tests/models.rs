@@ -28,11 +28,7 @@ async fn models_are_listed_with_what_is_held() {
         let first = format!("sha256:{}", sha256_hex(&half.layers[0]));
         let r = get(&format!("{base}/v2/someone/half/blobs/{first}"), &[]).await;
         assert_eq!(r.body, half.layers[0]);
-        let idle = eventually(std::time::Duration::from_secs(10), async || {
-            shoal.stats().await["fills_running"] == 0
-        })
-        .await;
-        assert!(idle);
+        shoal.settle().await;
 
         let r = get(&format!("{base}/_shoal/v1/models"), &[]).await;
         assert_eq!(r.status, 200);
@@ -119,16 +115,7 @@ async fn pinned_models_stay_and_removed_models_free_their_own_blobs() {
         let base = shoal.url();
         let token = std::fs::read_to_string(shoal.dir.path().join("admin.token")).unwrap();
         let bearer = format!("Bearer {}", token.trim());
-        let pull = async |i: usize| {
-            ollama_pull(&base, &format!("library/m{i}"), "1", PullOptions::default())
-                .await
-                .expect("pull");
-            let idle = eventually(std::time::Duration::from_secs(10), async || {
-                shoal.stats().await["fills_running"] == 0
-            })
-            .await;
-            assert!(idle);
-        };
+        let pull = async |i: usize| shoal.pull(&format!("library/m{i}"), "1").await;
         let models_now = async || get(&format!("{base}/_shoal/v1/models"), &[]).await.json();
 
         pull(0).await;
@@ -314,14 +301,7 @@ async fn removing_a_model_never_breaks_a_reader() {
         up.add_model("library/busy", "1", &m);
         let shoal = Shoal::start(&up.url()).await;
         let base = shoal.url();
-        ollama_pull(&base, "library/busy", "1", PullOptions::default())
-            .await
-            .expect("pull");
-        let idle = eventually(std::time::Duration::from_secs(10), async || {
-            shoal.stats().await["fills_running"] == 0
-        })
-        .await;
-        assert!(idle);
+        shoal.pull("library/busy", "1").await;
         let layer = format!("sha256:{}", sha256_hex(&m.layers[0]));
 
         // A slow client has the layer's body open.

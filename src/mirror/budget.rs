@@ -76,6 +76,10 @@ impl Budget {
     pub async fn enforce(&self) {
         let Some(limit) = self.limit else { return };
         let incoming = self.reserved.load(Ordering::Relaxed);
+        // Every fill start comes here: work out the pins only when something must go.
+        if self.store.fits(limit, incoming) {
+            return;
+        }
         let evicted = async {
             let keep = super::models::pinned_blobs(&self.store).await?;
             self.store.evict_to(limit, incoming, &keep).await

@@ -137,18 +137,18 @@ impl Mirror {
         Ok((registry, m.repo.as_str().to_owned(), tag))
     }
 
-    /// The model's key, if its tag is cached here.
-    async fn cached(&self, name: &str) -> Result<ModelKey, ModelError> {
+    /// The model's key, if its tag is cached here, with the manifests it resolved to.
+    async fn cached(&self, name: &str) -> Result<(ModelKey, Vec<Digest>), ModelError> {
         let key = self.model_key(name)?;
-        match self.inner.store.tag_digests(key.clone()).await?.is_empty() {
-            true => Err(ModelError::NotCached(name.to_owned())),
-            false => Ok(key),
+        match self.inner.store.tag_digests(key.clone()).await? {
+            d if d.is_empty() => Err(ModelError::NotCached(name.to_owned())),
+            d => Ok((key, d)),
         }
     }
 
     /// Pins a cached model: its blobs are never evicted.
     pub async fn pin(&self, name: &str) -> Result<(), ModelError> {
-        let key = self.cached(name).await?;
+        let (key, _) = self.cached(name).await?;
         self.inner.store.pin(key).await?;
         tracing::info!(model = name, "model pinned");
         Ok(())
@@ -170,17 +170,11 @@ impl Mirror {
     /// or pinned model names, except any being read, fetched or seeded now.
     pub async fn remove_model(&self, name: &str) -> Result<Removed, ModelError> {
         let store = &self.inner.store;
-        let key = self.cached(name).await?;
+        let (key, manifests) = self.cached(name).await?;
         if store.pins().await?.contains(&key) {
             return Err(ModelError::Pinned(name.to_owned()));
         }
-        let mut mine: HashSet<Digest> = HashSet::new();
-        for d in store.tag_digests(key.clone()).await? {
-            mine.insert(d);
-            if let Some(b) = blobs_of(store, d).await? {
-                mine.extend(b.into_keys());
-            }
-        }
+        let mine = blobs_of_all(store, manifests).await?;
         let mut others = pinned_blobs(store).await?;
         for (k, row) in store.tags().await? {
             if (&k.registry, &k.repo, &k.tag) == (&key.0, &key.1, &key.2) {
@@ -226,14 +220,21 @@ impl Mirror {
 pub async fn pinned_blobs(store: &Store) -> store::Result<HashSet<Digest>> {
     let mut keep = HashSet::new();
     for key in store.pins().await? {
-        for d in store.tag_digests(key).await? {
-            keep.insert(d);
-            if let Some(b) = blobs_of(store, d).await? {
-                keep.extend(b.into_keys());
-            }
-        }
+        keep.extend(blobs_of_all(store, store.tag_digests(key).await?).await?);
     }
     Ok(keep)
+}
+
+/// These manifests and every blob they name.
+async fn blobs_of_all(store: &Store, manifests: Vec<Digest>) -> store::Result<HashSet<Digest>> {
+    let mut all = HashSet::new();
+    for d in manifests {
+        all.insert(d);
+        if let Some(b) = blobs_of(store, d).await? {
+            all.extend(b.into_keys());
+        }
+    }
+    Ok(all)
 }
 
 /// The blobs (digest → size) a manifest names, reading through lists and indexes to the
@@ -254,18 +255,17 @@ async fn blobs_of(store: &Store, digest: Digest) -> store::Result<Option<HashMap
         }
         Ok(ManifestContent::Index(children)) => {
             for child in children {
+                // The child is a manifest (OCI), or a blob to fetch (ollama's lists).
                 let body = match store.manifest(child.digest).await? {
                     Some(c) => Some(c.body.to_vec()),
-                    None if child.size <= MAX_CHILD && store.blob_size(&child.digest).is_some() => {
-                        let path = store.blob_path(&child.digest);
-                        tokio::fs::read(&path).await.ok()
+                    None => {
+                        blobs.insert(child.digest, child.size);
+                        match child.size <= MAX_CHILD && store.blob_size(&child.digest).is_some() {
+                            true => tokio::fs::read(store.blob_path(&child.digest)).await.ok(),
+                            false => None,
+                        }
                     }
-                    None => None,
                 };
-                // The child itself is a blob to fetch (ollama), or a manifest (OCI).
-                if store.manifest(child.digest).await?.is_none() {
-                    blobs.insert(child.digest, child.size);
-                }
                 if let Some(Ok(ManifestContent::Image { config, layers })) =
                     body.map(|b| ManifestContent::parse(&b))
                 {

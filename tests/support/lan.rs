@@ -202,3 +202,20 @@ pub async fn wait_lan(urls: &[String]) {
         assert!(all, "{url} did not find the other {want} nodes");
     }
 }
+
+/// A node's `/_shoal/v1/stats`, by its base URL.
+pub async fn node_stats(url: &str) -> serde_json::Value {
+    super::get(&format!("{url}/_shoal/v1/stats"), &[])
+        .await
+        .json()
+}
+
+/// Waits (up to 30 s) until the node at `url` holds `blobs` blobs and runs no fill.
+pub async fn committed(url: &str, blobs: u64) {
+    let done = eventually(Duration::from_secs(30), async || {
+        let s = node_stats(url).await;
+        s["blobs"] == blobs && s["fills_running"] == 0
+    })
+    .await;
+    assert!(done, "{url}: {}", node_stats(url).await);
+}

@@ -104,6 +104,23 @@ impl Shoal {
         serde_json::from_slice(&r.body).unwrap()
     }
 
+    /// Waits (up to 10 s) until no fill runs: what was fetched is committed.
+    pub async fn settle(&self) {
+        let idle = eventually(Duration::from_secs(10), async || {
+            self.stats().await["fills_running"] == 0
+        })
+        .await;
+        assert!(idle, "fills still running: {}", self.stats().await);
+    }
+
+    /// Pulls `repo:tag` as ollama does, then waits until it is committed.
+    pub async fn pull(&self, repo: &str, tag: &str) {
+        ollama_pull(&self.url(), repo, tag, PullOptions::default())
+            .await
+            .expect("pull");
+        self.settle().await;
+    }
+
     /// Stops gracefully and returns the data dir for a restart.
     pub async fn stop(mut self) -> tempfile::TempDir {
         self.app.take().unwrap().shutdown().await.unwrap();
