@@ -673,6 +673,16 @@ impl Fill {
             }
             () = stop.cancelled() => Err(Failure::shutting_down()),
         };
+        // A source that fails because shutdown stopped it can win the race above with its
+        // own error: a shutdown still keeps the partial for the next run.
+        let shutting_down = ctx.drain.is_cancelled() || stop.is_cancelled();
+        let sourced = match sourced {
+            Err(f) if shutting_down && !self.is_complete() && f.kind != ErrorKind::ShuttingDown => {
+                tracing::debug!(digest = %self.digest, error = %f.message, "a source stopped by shutdown");
+                Err(Failure::shutting_down())
+            }
+            other => other,
+        };
         if let Err(f) = sourced {
             if f.kind == ErrorKind::ShuttingDown {
                 stop.cancel();
