@@ -15,7 +15,7 @@ use crate::mirror::{Mirror, MirrorConfig, P2p};
 use crate::p2p::{Peers, Swarm, SwarmConfig};
 use crate::stats::Stats;
 use crate::store::Store;
-use crate::upstream::Upstream;
+use crate::upstream::Registries;
 
 /// How often access times and counters are written to the index.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
@@ -77,10 +77,27 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
     };
     let stats = Arc::new(Stats::default());
     stats.restore(&store.load_counters().await?);
-    let upstream = Upstream::new(&cfg.upstream, &cfg.fetch, &cfg.resolve)?;
+    let registries = Registries::new(
+        &cfg.upstream,
+        &cfg.registry_list(),
+        &cfg.fetch,
+        &cfg.resolve,
+    )?;
+    registries.restore(&store.load_registry_bytes().await?);
     let ca = crate::tls::Ca::load_or_create(&cfg.data_dir)?;
-    let policy =
-        crate::tls::Policy::new(&cfg.proxy.intercept, &cfg.proxy.allow, upstream.base_url());
+    // Every registry's name is intercepted (ollama's CONNECT hf.co:443), then their URLs'
+    // hosts, the default's last (the name assumed without SNI).
+    let mut intercept = cfg.proxy.intercept.clone();
+    intercept.extend(
+        cfg.registries
+            .keys()
+            .filter_map(|n| n.as_str().parse().ok()),
+    );
+    let policy = crate::tls::Policy::new(
+        &intercept,
+        &cfg.proxy.allow,
+        registries.all().into_iter().rev().map(|u| u.base_url()),
+    );
     let tls = Arc::new(crate::tls::Interceptor::new(ca, policy)?);
     let swarm = Swarm::start(
         SwarmConfig {
@@ -140,7 +157,7 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
     .await?;
     let mirror = Mirror::new(
         store.clone(),
-        upstream,
+        registries,
         stats.clone(),
         MirrorConfig {
             fetch: cfg.fetch.clone(),
@@ -247,12 +264,13 @@ pub async fn start(cfg: Config) -> Result<App, Error> {
     }));
     let housekeeping = crate::task::spawn("housekeeping", {
         let (store, stats, swarm) = (store.clone(), stats.clone(), swarm.clone());
+        let registries = mirror.registries().clone();
         async move {
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             loop {
                 tick.tick().await;
                 swarm.tick().await;
-                persist(&store, &stats).await;
+                persist(&store, &stats, &registries).await;
             }
             #[allow(unreachable_code)]
             Ok::<(), std::convert::Infallible>(())
@@ -286,11 +304,14 @@ fn raise_fd_limit() -> u64 {
     l.current.unwrap_or(u64::MAX)
 }
 
-async fn persist(store: &Store, stats: &Stats) {
+async fn persist(store: &Store, stats: &Stats, registries: &Registries) {
     if let Err(e) = store.flush_access().await {
         tracing::error!(error = %crate::telemetry::chain(&e), "cannot record access times");
     }
     if let Err(e) = store.save_counters(stats.counters()).await {
+        tracing::error!(error = %crate::telemetry::chain(&e), "cannot record counters");
+    }
+    if let Err(e) = store.save_registry_bytes(registries.fetched()).await {
         tracing::error!(error = %crate::telemetry::chain(&e), "cannot record counters");
     }
 }
@@ -322,7 +343,7 @@ impl App {
         }
         self.housekeeping.abort();
         self.swarm.shutdown().await;
-        persist(&self.store, &self.stats).await;
+        persist(&self.store, &self.stats, self.mirror.registries()).await;
         served?.map_err(Error::Serve)?;
         tracing::info!("shoal stopped");
         Ok(())

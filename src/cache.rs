@@ -1,12 +1,13 @@
-//! Hot metadata in memory (moka): manifests by digest, tag resolutions and blob probes.
+//! Hot metadata in memory (moka): manifests by digest, tag resolutions, blob probes and
+//! tag lists.
 //! Everything here is also derivable from the store or upstream; losing it costs a lookup.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::oci::Digest;
 use crate::store::{StoredManifest, TagKey, TagRow};
-use crate::upstream::BlobProbe;
+use crate::upstream::{BlobProbe, TagList};
 
 /// Presigned blob locations expire; a probe is reused only briefly.
 const PROBE_TTL: Duration = Duration::from_secs(60);
@@ -16,7 +17,11 @@ pub struct Cache {
     manifests: moka::future::Cache<Digest, Arc<StoredManifest>>,
     tags: moka::future::Cache<TagKey, TagRow>,
     probes: moka::future::Cache<Digest, BlobProbe>,
+    tag_lists: moka::future::Cache<TagListKey, (Instant, TagList)>,
 }
+
+/// A page of tags: registry, repository as it names it, and the query.
+pub type TagListKey = (String, String, String);
 
 impl Default for Cache {
     fn default() -> Self {
@@ -30,6 +35,7 @@ impl Default for Cache {
                 .time_to_live(PROBE_TTL)
                 .max_capacity(10_000)
                 .build(),
+            tag_lists: moka::future::Cache::new(10_000),
         }
     }
 }
@@ -59,6 +65,16 @@ impl Cache {
         F: std::future::Future<Output = Result<BlobProbe, E>>,
     {
         self.probes.try_get_with(d, fetch).await
+    }
+
+    /// A page of tags and when it was fetched (kept however old: it answers when upstream
+    /// is down).
+    pub async fn tag_list(&self, k: &TagListKey) -> Option<(Instant, TagList)> {
+        self.tag_lists.get(k).await
+    }
+
+    pub async fn put_tag_list(&self, k: TagListKey, list: TagList) {
+        self.tag_lists.insert(k, (Instant::now(), list)).await;
     }
 
     /// Replaces the cached probe (after a refreshed location).

@@ -12,6 +12,7 @@
 //! and Docker links inject for a service called "shoal" (`SHOAL_SERVICE_HOST`,
 //! `SHOAL_PORT_9200_TCP`, ...), which are ignored.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,10 +22,11 @@ use serde::{Deserialize, Serialize};
 
 mod values;
 
-pub use values::{HostPattern, PeerUrl, Pin, RegistryUrl};
+pub use values::{registry_spec, HostPattern, PeerUrl, Pin, RegistryName, RegistryUrl};
 
 pub const ENV_PREFIX: &str = "SHOAL_";
 const ENV_CONFIG: &str = "SHOAL_CONFIG";
+const ENV_REGISTRIES: &str = "SHOAL_REGISTRIES";
 pub const DEFAULT_UPSTREAM: &str = "https://registry.ollama.ai";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,8 +36,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Blob files and the SQLite index.
     pub data_dir: PathBuf,
-    /// The registry that is cached, e.g. `https://registry.ollama.ai`.
+    /// The default registry: names without a host (`granite-code:8b`, Docker's
+    /// `registry-mirrors`) and every intercepted host that is not a registry below.
     pub upstream: RegistryUrl,
+    /// More registries, by the host name clients use: `[registries."ghcr.io"]`, with
+    /// `url = "..."` where it is not `https://<host>` (`docker.io` means
+    /// `https://registry-1.docker.io`). Built in: `hf.co` and `huggingface.co`.
+    pub registries: BTreeMap<RegistryName, RegistryEntry>,
     /// Evict least-recently-used blobs beyond this total size. No limit when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_cache_size: Option<ByteSize>,
@@ -57,6 +64,22 @@ pub struct Config {
     pub scrub: ScrubConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+}
+
+/// One registry of `registries`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryEntry {
+    /// Where its registry API is; `https://<host>` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<RegistryUrl>,
+}
+
+/// A registry as the modules below get it: its name and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    pub name: RegistryName,
+    pub url: RegistryUrl,
 }
 
 /// How blobs are fetched from upstream.
@@ -110,17 +133,15 @@ impl Default for ProxyConfig {
             // never sends clients to the CDN itself, but intercepting it means no blob
             // fetch can bypass the cache.
             intercept: host_patterns(&["registry.ollama.ai", "*.r2.cloudflarestorage.com"]),
+            // (Every host of `registries`, hf.co among them, is intercepted too.)
             // ollama's own site: sign-in keys, update checks and `ollama.com/...` names
-            // are not registry traffic, but ollama fails without them. Hugging Face:
-            // `ollama pull hf.co/<user>/<repo>` talks to hf.co's registry, which redirects
-            // to huggingface.co and its CDN hosts; tunnelled, so those pulls keep working
-            // behind shoal (not cached yet).
+            // are not registry traffic, but ollama fails without them. Hugging Face's other
+            // hosts (its site, CDN): shoal follows hf.co's redirects there itself and never
+            // sends clients to them, so they are only tunnelled.
             allow: host_patterns(&[
                 "ollama.com",
                 "www.ollama.com",
-                "hf.co",
                 "*.hf.co",
-                "huggingface.co",
                 "*.huggingface.co",
             ]),
         }
@@ -208,6 +229,11 @@ impl Default for Config {
             upstream: DEFAULT_UPSTREAM
                 .parse()
                 .expect("the default upstream parses"),
+            registries: ["hf.co", "huggingface.co"]
+                .into_iter()
+                .filter_map(|h| h.parse().ok())
+                .map(|h| (h, RegistryEntry::default()))
+                .collect(),
             max_cache_size: None,
             bt_listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
             peers: Vec::new(),
@@ -315,9 +341,13 @@ pub struct ServeArgs {
     /// Directory for blobs and the index [default: ~/.local/share/shoal].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Registry to cache [default: https://registry.ollama.ai].
+    /// The default registry, for names without a host [default: https://registry.ollama.ai].
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
+    /// Another registry to cache, HOST[=URL], e.g. ghcr.io or docker.io (repeatable; also
+    /// SHOAL_REGISTRIES, comma-separated). hf.co and huggingface.co are built in.
+    #[arg(long = "registry", value_name = "HOST[=URL]")]
+    pub registries: Vec<String>,
     /// Evict least-recently-used blobs beyond this size, e.g. 500GiB.
     #[arg(long, value_name = "SIZE")]
     pub max_cache_size: Option<String>,
@@ -390,6 +420,14 @@ impl Config {
         }
 
         for (var, value) in env.iter().filter(|(k, _)| k != ENV_CONFIG) {
+            if var == ENV_REGISTRIES {
+                let specs = value.split(',').map(str::trim).filter(|p| !p.is_empty());
+                lay_registries(&mut table, specs).map_err(|message| ConfigError::Env {
+                    var: var.clone(),
+                    message,
+                })?;
+                continue;
+            }
             if let Some(key) = comma_list_key(var) {
                 let list = value
                     .split(',')
@@ -467,6 +505,12 @@ impl Config {
                 },
             )?;
         }
+        lay_registries(&mut table, args.registries.iter().map(String::as_str)).map_err(
+            |message| ConfigError::Flag {
+                flag: "registry".to_owned(),
+                message,
+            },
+        )?;
         for (flag, key, value) in flags {
             let Some(value) = value else { continue };
             let key: Vec<String> = key.iter().map(|s| s.to_string()).collect();
@@ -572,6 +616,17 @@ impl Config {
         Ok(())
     }
 
+    /// Every registry of `registries`, with its URL.
+    pub fn registry_list(&self) -> Vec<Registry> {
+        self.registries
+            .iter()
+            .map(|(name, e)| Registry {
+                name: name.clone(),
+                url: e.url.clone().unwrap_or_else(|| name.default_url()),
+            })
+            .collect()
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
@@ -583,6 +638,19 @@ impl Config {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+}
+
+/// Adds `HOST[=URL]` registries to the table (a later layer overrides an earlier URL).
+fn lay_registries<'a>(
+    table: &mut toml::Table,
+    specs: impl Iterator<Item = &'a str>,
+) -> Result<(), String> {
+    for spec in specs {
+        let (name, url) = registry_spec(spec)?;
+        let key = ["registries".to_owned(), name.to_string(), "url".to_owned()];
+        set_checked(table, &key, toml::Value::String(url.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Variables holding a list, written comma-separated (`SHOAL_PEERS=http://a:9200,http://b:9200`),

@@ -142,6 +142,7 @@ pub async fn serve(
             TokioIo::new(stream),
             state.clone(),
             conn,
+            None,
             graceful.watcher(),
             tunnel,
             slot,
@@ -162,7 +163,15 @@ pub async fn serve_tls(
         let (state, watcher) = (state.clone(), graceful.watcher());
         tokio::spawn(async move {
             match proxy::accept_tls(&state, stream, conn).await {
-                Ok(tls) => serve_io(TokioIo::new(tls), state, conn, watcher, None, slot),
+                Ok((tls, host)) => serve_io(
+                    TokioIo::new(tls),
+                    state,
+                    conn,
+                    Some(host),
+                    watcher,
+                    None,
+                    slot,
+                ),
                 Err(e) => tracing::debug!(peer = %conn.peer, error = %e, "TLS connection dropped"),
             }
         });
@@ -227,10 +236,13 @@ async fn accept_loop(
 type TunnelSlot = Arc<Mutex<Option<Watcher>>>;
 
 /// Serves one connection, HTTP/1.1 or HTTP/2 (by preface), on its own task.
+/// `via` is the host a TLS client asked for (SNI) when shoal intercepted it: the registry
+/// its requests mean. `None` on the plain listener.
 fn serve_io<I>(
     io: TokioIo<I>,
     state: Arc<State>,
     conn: Conn,
+    via: Option<Arc<str>>,
     watcher: Watcher,
     tunnel: Option<Watcher>,
     slot: Slot,
@@ -248,7 +260,13 @@ fn serve_io<I>(
             builder
         });
     let asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let svc = service(state, conn, Arc::new(Mutex::new(tunnel)), asked.clone());
+    let svc = service(
+        state,
+        conn,
+        via,
+        Arc::new(Mutex::new(tunnel)),
+        asked.clone(),
+    );
     tokio::spawn(async move {
         let _slot = slot;
         let conn_fut = watcher.watch(BUILDER.serve_connection_with_upgrades(io, svc).into_owned());
@@ -276,6 +294,7 @@ fn serve_io<I>(
 fn service(
     state: Arc<State>,
     conn: Conn,
+    via: Option<Arc<str>>,
     tunnel: TunnelSlot,
     asked: Arc<std::sync::atomic::AtomicBool>,
 ) -> hyper_util::service::TowerToHyperService<
@@ -304,8 +323,8 @@ fn service(
         )
         .service_fn(move |req| {
             asked.store(true, std::sync::atomic::Ordering::Relaxed);
-            let (state, tunnel) = (state.clone(), tunnel.clone());
-            async move { Ok::<_, Infallible>(handle(state, req, conn, tunnel).await) }
+            let (state, tunnel, via) = (state.clone(), tunnel.clone(), via.clone());
+            async move { Ok::<_, Infallible>(handle(state, req, conn, via, tunnel).await) }
         });
     hyper_util::service::TowerToHyperService::new(svc)
 }
@@ -314,6 +333,7 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
     conn: Conn,
+    via: Option<Arc<str>>,
     tunnel: TunnelSlot,
 ) -> Response<Body> {
     if req.method() == Method::CONNECT {
@@ -338,13 +358,14 @@ async fn handle(
         subject: match &route {
             Ok(Endpoint::Registry(Route::Manifest { .. })) => Subject::Manifest,
             Ok(Endpoint::Registry(Route::Blob { .. })) => Subject::Blob,
+            Ok(Endpoint::Registry(Route::Tags { .. })) => Subject::Tags,
             _ => Subject::Other,
         },
     };
     let kind = route.as_ref().map_or("invalid", Endpoint::kind);
     let result = match route {
         Err(e) => Err(HttpError::from(e)),
-        Ok(route) => dispatch(&state, req, route, conn).await,
+        Ok(route) => dispatch(&state, req, route, conn, via.as_deref()).await,
     };
     let resp = result.unwrap_or_else(|e| e.into_response(shape));
     state.requests.count(kind, resp.status().as_u16());
@@ -356,6 +377,7 @@ async fn dispatch(
     req: Request<Incoming>,
     route: Endpoint,
     conn: Conn,
+    via: Option<&str>,
 ) -> Result<Response<Body>, HttpError> {
     let method = req.method().clone();
     let allowed = match route {
@@ -383,10 +405,16 @@ async fn dispatch(
     match route {
         Endpoint::Registry(Route::Base) => registry::base(),
         Endpoint::Registry(Route::Manifest { name, reference }) => {
+            let name = registry::qualify(state, &req, via, name)?;
             registry::manifest(state, &req, &name, &reference).await
         }
         Endpoint::Registry(Route::Blob { name, digest }) => {
+            let name = registry::qualify(state, &req, via, name)?;
             registry::blob(state, &req, &name, &digest).await
+        }
+        Endpoint::Registry(Route::Tags { name }) => {
+            let name = registry::qualify(state, &req, via, name)?;
+            registry::tags(state, &req, &name).await
         }
         Endpoint::Health => admin::health(state),
         Endpoint::Stats => admin::stats(state),

@@ -33,7 +33,7 @@ use crate::oci::{Digest, RangeSpec, RepoName};
 use crate::p2p::{Peers, Swarm};
 use crate::stats::Stats;
 use crate::store::{self, Store};
-use crate::upstream::{self, BlobProbe, ClientMeta, Upstream};
+use crate::upstream::{self, BlobProbe, ClientMeta, Registries};
 
 pub use manifests::{ManifestOutcome, ManifestReply};
 
@@ -196,7 +196,7 @@ pub struct MirrorConfig {
 
 struct Inner {
     store: Store,
-    upstream: Arc<Upstream>,
+    registries: Arc<Registries>,
     stats: Arc<Stats>,
     cache: Cache,
     fills: Flights<Digest, Fill>,
@@ -266,7 +266,7 @@ pub enum Here {
 impl Mirror {
     pub fn new(
         store: Store,
-        upstream: Arc<Upstream>,
+        registries: Arc<Registries>,
         stats: Arc<Stats>,
         cfg: MirrorConfig,
         p2p: Option<P2p>,
@@ -288,7 +288,7 @@ impl Mirror {
         Mirror {
             inner: Arc::new(Inner {
                 store,
-                upstream,
+                registries,
                 stats,
                 cache: Cache::default(),
                 fills: Flights::default(),
@@ -315,17 +315,22 @@ impl Mirror {
         &self.inner.store
     }
 
-    /// The one registry this mirror caches, as `scheme://host[:port]` (safe to show: the
-    /// base URL carries no credentials, `upstream::parse_base_url` refuses them).
+    /// The default registry, as `scheme://host[:port]` (safe to show: the base URL
+    /// carries no credentials, `RegistryUrl` refuses them).
     pub fn upstream_url(&self) -> String {
-        let up = &self.inner.upstream;
+        let up = self.inner.registries.default_registry();
         format!("{}://{}", up.base_url().scheme(), up.registry())
+    }
+
+    /// Every registry this node caches.
+    pub fn registries(&self) -> &Arc<Registries> {
+        &self.inner.registries
     }
 
     /// Digests being filled now.
     /// The host of the registry this mirror caches (a metrics label).
     pub fn registry(&self) -> &str {
-        self.inner.upstream.registry()
+        self.inner.registries.default_registry().registry()
     }
 
     /// `fetch.rate_limit` in bytes per second, if set.
@@ -425,10 +430,11 @@ impl Mirror {
                 Some(probe)
             }
         };
+        let (upstream, upstream_repo) = inner.registries.resolve(repo);
         let blob = UpstreamBlob::new(
-            inner.upstream.clone(),
+            upstream.clone(),
             inner.cache.clone(),
-            repo.clone(),
+            upstream_repo,
             digest,
             size,
             meta.clone(),
@@ -690,7 +696,10 @@ impl Mirror {
     ) -> Result<BlobProbe, Arc<upstream::Error>> {
         self.inner
             .cache
-            .probe(*digest, self.inner.upstream.probe_blob(repo, digest, meta))
+            .probe(*digest, async {
+                let (upstream, repo) = self.inner.registries.resolve(repo);
+                upstream.probe_blob(&repo, digest, meta).await
+            })
             .await
     }
 }

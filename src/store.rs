@@ -940,6 +940,16 @@ impl Store {
         self.with_db(move |c| index::save_counters(c, &counters))
             .await
     }
+
+    /// Bytes fetched from each registry, by its name.
+    pub async fn load_registry_bytes(&self) -> Result<Vec<(String, u64)>> {
+        self.with_db(|c| index::load_registry_bytes(c)).await
+    }
+
+    pub async fn save_registry_bytes(&self, list: Vec<(String, u64)>) -> Result<()> {
+        self.with_db(move |c| index::save_registry_bytes(c, &list))
+            .await
+    }
 }
 
 /// Indexes a blob whose file is in place (blob and torrent rows in one transaction), then

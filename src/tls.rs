@@ -251,15 +251,21 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// From the configuration's lists (already validated) plus the upstream's own
-    /// `host[:port]`, which is always intercepted.
-    pub fn new(intercept: &[HostPattern], allow: &[HostPattern], upstream: &url::Url) -> Policy {
+    /// From the configuration's lists (already validated) plus each registry's URL host
+    /// (`host[:port]`), always intercepted. The default registry's URL comes last.
+    pub fn new<'a>(
+        intercept: &[HostPattern],
+        allow: &[HostPattern],
+        registries: impl IntoIterator<Item = &'a url::Url>,
+    ) -> Policy {
         let mut intercept = intercept.to_vec();
-        if let Some(host) = upstream.host_str() {
-            intercept.push(HostPattern {
-                host: host.trim_matches(['[', ']']).to_ascii_lowercase(),
-                port: upstream.port_or_known_default().unwrap_or(443),
-            });
+        for url in registries {
+            if let Some(host) = url.host_str() {
+                intercept.push(HostPattern {
+                    host: host.trim_matches(['[', ']']).to_ascii_lowercase(),
+                    port: url.port_or_known_default().unwrap_or(443),
+                });
+            }
         }
         Policy {
             intercept,

@@ -8,7 +8,10 @@
 //! Must not: cache anything but tokens, or know about the store or clients' connections.
 
 mod auth;
+mod registries;
 mod resolve;
+
+pub use registries::{Registries, UnknownRegistry};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -170,6 +173,15 @@ pub enum ManifestAnswer {
     },
 }
 
+/// One page of a repository's tags, as upstream sent it.
+#[derive(Debug, Clone)]
+pub struct TagList {
+    pub body: Bytes,
+    pub content_type: Option<HeaderValue>,
+    /// The query of the next page (`n=...&last=...`), from upstream's `Link`.
+    pub next: Option<String>,
+}
+
 /// Where a blob's bytes are and how big it is.
 #[derive(Debug, Clone)]
 pub struct BlobProbe {
@@ -194,15 +206,22 @@ struct Token {
 pub struct Upstream {
     base: Url,
     registry: String,
+    /// Blob bytes this registry (and the CDN it sends to) sent, counted as they arrive.
+    pub fetched_bytes: std::sync::atomic::AtomicU64,
     client: Client<HttpsConnector<HttpConnector<PinnedResolver>>, Empty<Bytes>>,
     tokens: Mutex<HashMap<String, Token>>,
     cfg: FetchConfig,
 }
 
 impl Upstream {
-    /// `pins` bypass DNS for their hosts (DNS mode: the registry's real address).
-    pub fn new(base: &RegistryUrl, cfg: &FetchConfig, pins: &[Pin]) -> Result<Arc<Upstream>> {
-        let registry = base.host_port();
+    /// `registry` is the name it is known by; `pins` bypass DNS for their hosts (DNS mode:
+    /// the registry's real address).
+    pub fn new(
+        registry: String,
+        base: &RegistryUrl,
+        cfg: &FetchConfig,
+        pins: &[Pin],
+    ) -> Result<Arc<Upstream>> {
         let base = base.url().clone();
         let pins = pins.iter().map(|p| (p.host.clone(), p.addr)).collect();
         let mut http = crate::net::connector(
@@ -226,6 +245,7 @@ impl Upstream {
         Ok(Arc::new(Upstream {
             base,
             registry,
+            fetched_bytes: Default::default(),
             client,
             tokens: Mutex::new(HashMap::new()),
             cfg: cfg.clone(),
@@ -237,7 +257,8 @@ impl Upstream {
         &self.base
     }
 
-    /// `host[:port]` of the upstream, the namespace for cached tags.
+    /// The name it is known by (`hf.co`; `host[:port]` of the default), the namespace of
+    /// its cached tags.
     pub fn registry(&self) -> &str {
         &self.registry
     }
@@ -308,6 +329,57 @@ impl Upstream {
                     status,
                 })
             }
+        })
+        .await
+    }
+
+    /// Lists a repository's tags (`query` is the checked `n`/`last`, possibly empty). A
+    /// `Link` to the next page comes back as its query alone, to be put on the path the
+    /// client used.
+    pub async fn tag_list(
+        &self,
+        repo: &RepoName,
+        query: &str,
+        meta: &ClientMeta,
+    ) -> Result<TagList> {
+        let mut url = self.url(&format!("/v2/{repo}/tags/list"));
+        if !query.is_empty() {
+            url.set_query(Some(query));
+        }
+        self.retrying(self.cfg.retries, || async {
+            let timeout = self.cfg.request_timeout;
+            let deadline = Instant::now() + timeout;
+            let (resp, at) = self
+                .send(
+                    Method::GET,
+                    url.clone(),
+                    self.client_headers(meta),
+                    repo,
+                    timeout,
+                )
+                .await?;
+            let status = resp.status();
+            match status {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND => return Err(Error::NotFound { url: redact(&at) }),
+                status => {
+                    return Err(Error::Status {
+                        url: redact(&at),
+                        status,
+                    })
+                }
+            }
+            let content_type = resp.headers().get(CONTENT_TYPE).cloned();
+            let next = header_str(resp.headers(), &http::header::LINK)
+                .and_then(|l| l.split_once('<')?.1.split_once('>'))
+                .and_then(|(target, _)| target.split_once('?'))
+                .map(|(_, q)| q.to_owned());
+            let body = read_limited(resp.into_body(), MAX_MANIFEST, deadline, &at).await?;
+            Ok(TagList {
+                body,
+                content_type,
+                next,
+            })
         })
         .await
     }

@@ -41,10 +41,20 @@ fn defaults_serve() {
         [
             "ollama.com",
             "www.ollama.com",
-            "hf.co",
             "*.hf.co",
-            "huggingface.co",
             "*.huggingface.co"
+        ]
+    );
+    let registries: Vec<String> = c
+        .registry_list()
+        .iter()
+        .map(|r| format!("{}={}", r.name, r.url))
+        .collect();
+    assert_eq!(
+        registries,
+        [
+            "hf.co=https://hf.co",
+            "huggingface.co=https://huggingface.co"
         ]
     );
     assert_eq!(c.listen.to_string(), "0.0.0.0:9200");
@@ -102,6 +112,67 @@ fn precedence_defaults_file_env_flags() {
     assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
     assert_eq!(c.max_cache_size, Some(ByteSize::gib(2)));
     assert_eq!(c.fetch.connections, 8);
+}
+
+#[test]
+fn registries_from_flags_env_and_file() {
+    let list = |c: &Config| -> Vec<String> {
+        c.registry_list()
+            .iter()
+            .map(|r| format!("{}={}", r.name, r.url))
+            .collect()
+    };
+    let f = file(
+        "[registries.\"ghcr.io\"]\n[registries.\"quay.io\"]\nurl = \"http://10.0.0.9:5000\"\n",
+    );
+    let c = Config::load(
+        &args(&[
+            "--config",
+            f.path().to_str().unwrap(),
+            "--registry",
+            "docker.io",
+            "--registry",
+            "quay.io=http://10.0.0.7:5000",
+        ]),
+        env(&[("SHOAL_REGISTRIES", "gcr.io, hf.co=http://127.0.0.1:1")]),
+    )
+    .unwrap();
+    assert_eq!(
+        list(&c),
+        [
+            "docker.io=https://registry-1.docker.io",
+            "gcr.io=https://gcr.io",
+            "ghcr.io=https://ghcr.io",
+            "hf.co=http://127.0.0.1:1",
+            "huggingface.co=https://huggingface.co",
+            // The flag wins over the file.
+            "quay.io=http://10.0.0.7:5000",
+        ]
+    );
+    // What --check-config prints reads back the same.
+    assert_eq!(list(&Config::from_toml(&c.to_toml()).unwrap()), list(&c));
+    for (flags, vars, want) in [
+        (vec!["--registry", "ghcr.io:443"], vec![], "--registry"),
+        (vec!["--registry", "https://ghcr.io"], vec![], "--registry"),
+        (
+            vec![],
+            vec![("SHOAL_REGISTRIES", "ghcr.io=ftp://x")],
+            "SHOAL_REGISTRIES",
+        ),
+    ] {
+        let err = Config::load(&args(&flags), env(&vars))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want) && err.contains("registry"), "{err}");
+    }
+    let err = Config::from_toml("[registries.\"ghcr.io\"]\nurl = \"ghcr.io\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a registry URL"), "{err}");
+    let err = Config::from_toml("[registries.\"ghcr\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a registry host name"), "{err}");
 }
 
 #[test]

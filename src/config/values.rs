@@ -53,6 +53,74 @@ impl FromStr for RegistryUrl {
     }
 }
 
+/// The host name a registry is known by (`hf.co`, `ghcr.io`, `docker.io`): how clients
+/// name it (a model name's first part, containerd's `?ns=`, a `CONNECT` target) and the
+/// namespace of its cached tags. Lowercase DNS labels with at least one dot, no port: it
+/// must fit as the first part of a repository path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RegistryName(String);
+
+impl RegistryName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL a name means when none is given: `https://<name>`, except Docker Hub, whose
+    /// registry API lives at `registry-1.docker.io`.
+    pub fn default_url(&self) -> RegistryUrl {
+        let host = match self.0.as_str() {
+            "docker.io" | "index.docker.io" => "registry-1.docker.io",
+            h => h,
+        };
+        // invariant: a validated host name makes a valid https URL.
+        format!("https://{host}")
+            .parse()
+            .expect("a host name makes a registry URL")
+    }
+}
+
+impl FromStr for RegistryName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let host = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+        };
+        if host.len() > 253 || !host.contains('.') || !host.split('.').all(label_ok) {
+            return Err(format!(
+                "{s:?} is not a registry host name (such as hf.co or ghcr.io; no scheme, port or path)"
+            ));
+        }
+        Ok(RegistryName(host))
+    }
+}
+
+impl fmt::Display for RegistryName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `HOST[=URL]`, as `--registry` and `SHOAL_REGISTRIES` take it: a registry and where it
+/// is (`https://HOST` when no URL is given).
+pub fn registry_spec(s: &str) -> Result<(RegistryName, RegistryUrl), String> {
+    let (name, url) = match s.split_once('=') {
+        Some((n, u)) => (n, Some(u.trim())),
+        None => (s, None),
+    };
+    let name: RegistryName = name.parse()?;
+    let url = match url {
+        Some(u) => u.parse()?,
+        None => name.default_url(),
+    };
+    Ok((name, url))
+}
+
 /// Another shoal node: `http(s)://host[:port]`, kept in that normal form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -192,7 +260,7 @@ macro_rules! string_forms {
         }
     )*};
 }
-string_forms!(RegistryUrl, PeerUrl, Pin, HostPattern);
+string_forms!(RegistryUrl, RegistryName, PeerUrl, Pin, HostPattern);
 
 impl fmt::Display for RegistryUrl {
     /// Without the trailing slash the `url` crate adds.
@@ -259,6 +327,36 @@ mod tests {
         ] {
             let e = bad.parse::<RegistryUrl>().unwrap_err();
             assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn registry_names_and_specs() {
+        let n: RegistryName = "HF.co.".parse().unwrap();
+        assert_eq!(n.as_str(), "hf.co");
+        assert_eq!(n.default_url().to_string(), "https://hf.co");
+        let (n, u) = registry_spec("docker.io").unwrap();
+        assert_eq!(
+            (n.as_str(), u.to_string().as_str()),
+            ("docker.io", "https://registry-1.docker.io")
+        );
+        let (n, u) = registry_spec("ghcr.io=http://127.0.0.1:5000").unwrap();
+        assert_eq!(
+            (n.as_str(), u.host_port().as_str()),
+            ("ghcr.io", "127.0.0.1:5000")
+        );
+        for bad in [
+            "",
+            "localhost",
+            "ghcr.io:443",
+            "https://ghcr.io",
+            "a/b.c",
+            "-x.io",
+            "a..b",
+            "x.io=ftp://y",
+        ] {
+            let e = registry_spec(bad).unwrap_err();
+            assert!(e.contains("registry"), "{bad}: {e}");
         }
     }
 

@@ -24,6 +24,19 @@ pub fn stats(state: &State) -> Result<Response<Body>, HttpError> {
             state.mirror.cache_limit().into(),
         );
         obj.insert("caps".into(), serde_json::to_value(&state.caps)?);
+        let registries: serde_json::Map<String, serde_json::Value> = state
+            .mirror
+            .registries()
+            .all()
+            .into_iter()
+            .map(|u| {
+                let url = format!("{}://{}", u.base_url().scheme(), u.base_url().authority());
+                let bytes = u.fetched_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                let entry = serde_json::json!({ "url": url, "upstream_bytes": bytes });
+                (u.registry().to_owned(), entry)
+            })
+            .collect();
+        obj.insert("registries".into(), registries.into());
         obj.insert(
             "fills_running".into(),
             (state.mirror.filling() as u64).into(),

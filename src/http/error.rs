@@ -64,6 +64,10 @@ pub enum HttpError {
     Metrics(#[from] std::fmt::Error),
     #[error("the request body is not valid: {0}")]
     BadBody(String),
+    #[error(transparent)]
+    UnknownRegistry(#[from] crate::upstream::UnknownRegistry),
+    #[error("query parameter {0}")]
+    Pagination(String),
 }
 
 /// What the failing request was about, to pick BLOB_UNKNOWN vs MANIFEST_UNKNOWN.
@@ -71,6 +75,8 @@ pub enum HttpError {
 pub enum Subject {
     Blob,
     Manifest,
+    /// A repository's tag list.
+    Tags,
     Other,
 }
 
@@ -128,6 +134,8 @@ impl HttpError {
                 (S::BAD_REQUEST, ErrorCode::Unsupported)
             }
             HttpError::Tunnel { .. } => (S::BAD_GATEWAY, ErrorCode::Unavailable),
+            HttpError::UnknownRegistry(_) => (S::NOT_FOUND, ErrorCode::NameUnknown),
+            HttpError::Pagination(_) => (S::BAD_REQUEST, ErrorCode::PaginationNumberInvalid),
             HttpError::Tls(_)
             | HttpError::Build(_)
             | HttpError::Encode(_)
@@ -138,6 +146,7 @@ impl HttpError {
                     S::NOT_FOUND,
                     match subject {
                         Subject::Manifest => ErrorCode::ManifestUnknown,
+                        Subject::Tags => ErrorCode::NameUnknown,
                         _ => ErrorCode::BlobUnknown,
                     },
                 ),

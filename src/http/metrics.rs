@@ -57,9 +57,11 @@ pub async fn metrics(state: &State) -> Result<Response<Body>, HttpError> {
     let mut r = Registry::with_prefix("shoal");
 
     let upstream = Family::<Vec<(&str, String)>, Counter>::default();
-    upstream
-        .get_or_create(&vec![("registry", state.mirror.registry().to_owned())])
-        .inc_by(c.upstream_bytes);
+    for (registry, bytes) in state.mirror.registries().fetched() {
+        upstream
+            .get_or_create(&vec![("registry", registry)])
+            .inc_by(bytes);
+    }
     r.register_with_unit(
         "upstream",
         "Bytes fetched from upstream registries",

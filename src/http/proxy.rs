@@ -92,7 +92,15 @@ pub async fn connect(
                 };
                 let io = TokioIo::new(upgraded);
                 match handshake(&state, io, conn, Some(&host), &[port]).await {
-                    Ok(tls) => serve_io(TokioIo::new(tls), state, conn, watcher, None, slot),
+                    Ok((tls, name)) => serve_io(
+                        TokioIo::new(tls),
+                        state,
+                        conn,
+                        Some(name),
+                        watcher,
+                        None,
+                        slot,
+                    ),
                     Err(e) => {
                         tracing::debug!(peer = %conn.peer, %host, error = %e, "intercepted tunnel dropped")
                     }
@@ -121,7 +129,7 @@ pub async fn accept_tls(
     state: &State,
     stream: TcpStream,
     conn: Conn,
-) -> Result<tokio_rustls::server::TlsStream<TcpStream>, TlsError> {
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Arc<str>), TlsError> {
     let fallback = state.tls.policy().default_host().map(str::to_owned);
     handshake(
         state,
@@ -135,14 +143,14 @@ pub async fn accept_tls(
 
 /// Reads the ClientHello and completes the handshake with a leaf for the name it asks for
 /// (SNI; `fallback` when it sends none), only if that name is intercepted on one of
-/// `ports`.
+/// `ports`. Returns the stream and that name.
 async fn handshake<IO>(
     state: &State,
     io: IO,
     conn: Conn,
     fallback: Option<&str>,
     ports: &[u16],
-) -> Result<tokio_rustls::server::TlsStream<IO>, TlsError>
+) -> Result<(tokio_rustls::server::TlsStream<IO>, Arc<str>), TlsError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -164,7 +172,7 @@ where
     }
     let config = state.tls.server_config(&host)?;
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
-        Ok(Ok(tls)) => Ok(tls),
+        Ok(Ok(tls)) => Ok((tls, host.into())),
         Ok(Err(e)) => {
             handshake_failed(conn, &host, &e);
             Err(e.into())

@@ -49,6 +49,27 @@ fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
+/// The repository a registry request means, qualified with its registry's host unless it
+/// is the default's (`Registries::qualify`): by the intercepted host `via`, else the
+/// path, else containerd's `?ns=`.
+pub fn qualify(
+    state: &State,
+    req: &Request<Incoming>,
+    via: Option<&str>,
+    name: RepoName,
+) -> Result<RepoName, HttpError> {
+    let ns = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "ns")
+            .map(|(_, v)| v.into_owned())
+    });
+    let registries = state.mirror.registries();
+    registries.qualify(via, ns.as_deref(), name).map_err(|e| {
+        tracing::warn!(error = %e, "request for a registry that is not configured refused");
+        e.into()
+    })
+}
+
 pub fn base() -> Result<Response<Body>, HttpError> {
     Ok(Response::builder()
         .header(CONTENT_TYPE, "application/json")
@@ -99,6 +120,56 @@ pub async fn manifest(
         }
     };
     Ok(resp?)
+}
+
+/// `GET /v2/<name>/tags/list[?n=&last=]`: upstream's page, with its `Link` to the next one
+/// put on this request's path.
+pub async fn tags(
+    state: &State,
+    req: &Request<Incoming>,
+    name: &RepoName,
+) -> Result<Response<Body>, HttpError> {
+    let query = tag_list_query(req.uri().query().unwrap_or(""))?;
+    let list = state
+        .mirror
+        .tag_list(name, &query, &client_meta(req))
+        .await?;
+    let mut builder = Response::builder()
+        .header(CONTENT_LENGTH, list.body.len())
+        .header(
+            CONTENT_TYPE,
+            list.content_type
+                .unwrap_or(HeaderValue::from_static("application/json")),
+        );
+    if let Some(next) = list.next.as_deref().and_then(|q| tag_list_query(q).ok()) {
+        let link = format!("<{}?{next}>; rel=\"next\"", req.uri().path());
+        builder = builder.header(http::header::LINK, hv(&link));
+    }
+    let head = req.method() == http::Method::HEAD;
+    Ok(builder.body(if head { empty() } else { full(list.body) })?)
+}
+
+/// `n` and `last` of a tag list, checked and in one order (the cache key); anything else
+/// is dropped.
+fn tag_list_query(query: &str) -> Result<String, HttpError> {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let find = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+    if let Some(n) = find("n") {
+        let n: u32 = n
+            .parse()
+            .map_err(|_| HttpError::Pagination(format!("n={n:?} is not a count")))?;
+        out.append_pair("n", &n.to_string());
+    }
+    if let Some(last) = find("last") {
+        if last.parse::<Reference>().is_err() {
+            return Err(HttpError::Pagination(format!("last={last:?} is not a tag")));
+        }
+        out.append_pair("last", last);
+    }
+    Ok(out.finish())
 }
 
 pub async fn blob(

@@ -71,6 +71,7 @@ impl Endpoint {
             Endpoint::Registry(Route::Base) => "base",
             Endpoint::Registry(Route::Manifest { .. }) => "manifest",
             Endpoint::Registry(Route::Blob { .. }) => "blob",
+            Endpoint::Registry(Route::Tags { .. }) => "tags",
             Endpoint::Health => "health",
             Endpoint::Stats => "stats",
             Endpoint::Torrent { .. } => "torrent",

@@ -13,7 +13,7 @@ use super::{Error, Mirror, Result};
 use crate::oci::{manifest_media_type as media_type, Digest, Reference, RepoName};
 use crate::stats::Stats;
 use crate::store::{now_ms, StoredManifest, TagKey, TagRow};
-use crate::upstream::{ClientMeta, ManifestAnswer};
+use crate::upstream::{ClientMeta, ManifestAnswer, TagList};
 
 /// After upstream fails, cached tags are served without revalidation for this long.
 const UPSTREAM_DOWN_PAUSE: Duration = Duration::from_secs(30);
@@ -107,10 +107,9 @@ impl Mirror {
             return Ok(ManifestOutcome::Found((&*m).into()));
         }
         Stats::add(&self.inner.stats.manifest_misses, 1);
-        let answer = self
-            .inner
-            .upstream
-            .manifest(repo, &Reference::Digest(*d), meta, false)
+        let (upstream, upstream_repo) = self.inner.registries.resolve(repo);
+        let answer = upstream
+            .manifest(&upstream_repo, &Reference::Digest(*d), meta, false)
             .await
             .map_err(|source| Error::ManifestUpstream {
                 repo: repo.clone(),
@@ -142,9 +141,11 @@ impl Mirror {
         tag: &str,
         meta: &ClientMeta,
     ) -> Result<ManifestOutcome> {
+        // Tags are kept by registry and the repository as that registry names it.
+        let (upstream, upstream_repo) = self.inner.registries.resolve(repo);
         let key = TagKey {
-            registry: self.inner.upstream.registry().to_owned(),
-            repo: repo.to_string(),
+            registry: upstream.registry().to_owned(),
+            repo: upstream_repo.to_string(),
             tag: tag.to_owned(),
             accept: meta.accept_key(),
         };
@@ -190,10 +191,8 @@ impl Mirror {
         }
         let reference = Reference::Tag(tag.to_owned());
         let quick = cached_manifest.is_some();
-        let answer = self
-            .inner
-            .upstream
-            .manifest(repo, &reference, meta, quick)
+        let answer = upstream
+            .manifest(&upstream_repo, &reference, meta, quick)
             .await;
         if let Err(e) = &answer {
             if e.is_transient() {
@@ -228,6 +227,47 @@ impl Mirror {
                     repo: repo.clone(),
                     reference: tag.to_owned(),
                     source: Box::new(source),
+                }),
+            },
+        }
+    }
+
+    /// A page of a repository's tags (`skopeo inspect` lists them): passed through from
+    /// upstream, kept for `tag_ttl`, and served however old when upstream fails.
+    pub async fn tag_list(
+        &self,
+        repo: &RepoName,
+        query: &str,
+        meta: &ClientMeta,
+    ) -> Result<TagList> {
+        let (upstream, upstream_repo) = self.inner.registries.resolve(repo);
+        let key = (
+            upstream.registry().to_owned(),
+            upstream_repo.to_string(),
+            query.to_owned(),
+        );
+        let cached = self.inner.cache.tag_list(&key).await;
+        if let Some((at, list)) = &cached {
+            if at.elapsed() < self.inner.cfg.tag_ttl || self.upstream_recently_down() {
+                return Ok(list.clone());
+            }
+        }
+        match upstream.tag_list(&upstream_repo, query, meta).await {
+            Ok(list) => {
+                self.inner.cache.put_tag_list(key, list.clone()).await;
+                Ok(list)
+            }
+            Err(e) => match cached {
+                Some((_, list)) if e.is_transient() => {
+                    self.mark_upstream_down();
+                    tracing::warn!(%repo, error = %crate::telemetry::chain(&e),
+                        "upstream unavailable; serving the cached tag list");
+                    Ok(list)
+                }
+                _ => Err(Error::ManifestUpstream {
+                    repo: repo.clone(),
+                    reference: "tags/list".to_owned(),
+                    source: Box::new(e),
                 }),
             },
         }

@@ -16,6 +16,8 @@ pub enum ErrorCode {
     TooManyRequests,
     /// Not an OCI code, but what registries (and Docker's proxy) say for 5xx answers.
     TagInvalid,
+    /// `n` of a tag list is not a count.
+    PaginationNumberInvalid,
     Unavailable,
 }
 
@@ -34,6 +36,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::TagInvalid => "TAG_INVALID",
+            ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }

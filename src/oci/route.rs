@@ -17,6 +17,10 @@ pub enum Route {
         name: RepoName,
         digest: Digest,
     },
+    /// `GET /v2/<name>/tags/list` (`n` and `last` are in the query).
+    Tags {
+        name: RepoName,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -61,7 +65,9 @@ pub fn parse_route(path: &str) -> Result<Route, RouteError> {
             digest: last.parse()?,
         }),
         "uploads" if name.ends_with("/blobs") => Err(RouteError::Unsupported("pushing")),
-        "tags" if last == "list" => Err(RouteError::Unsupported("listing tags")),
+        "tags" if last == "list" => Ok(Route::Tags {
+            name: name.parse()?,
+        }),
         _ => Err(RouteError::NotFound),
     }
 }
@@ -91,6 +97,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(
+            parse_route("/v2/docker.io/library/alpine/tags/list").unwrap(),
+            Route::Tags {
+                name: "docker.io/library/alpine".parse().unwrap()
+            }
+        );
         // A repository may itself be called "manifests".
         assert!(matches!(
             parse_route("/v2/x/manifests/manifests/latest"),
@@ -125,9 +137,6 @@ mod tests {
                 matches!(e, RouteError::Unsupported(_))
             }),
             ("/v2/a/blobs/uploads", |e| {
-                matches!(e, RouteError::Unsupported(_))
-            }),
-            ("/v2/a/tags/list", |e| {
                 matches!(e, RouteError::Unsupported(_))
             }),
             ("/v2/a", |e| matches!(e, RouteError::NotFound)),

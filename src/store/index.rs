@@ -377,6 +377,41 @@ pub(super) fn save_counters(conn: &mut Connection, c: &Counters) -> rusqlite::Re
     tx.commit()
 }
 
+/// Per-registry counters share the counters table, named `upstream_bytes@<registry>`.
+const REGISTRY_BYTES: &str = "upstream_bytes@";
+
+pub(super) fn load_registry_bytes(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut stmt = conn.prepare("SELECT name, value FROM counters WHERE name LIKE ?1")?;
+    let rows = stmt.query_map([format!("{REGISTRY_BYTES}%")], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, value) = row?;
+        if let Some(registry) = name.strip_prefix(REGISTRY_BYTES) {
+            out.push((registry.to_owned(), value.max(0) as u64));
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn save_registry_bytes(
+    conn: &mut Connection,
+    list: &[(String, u64)],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare(
+            "INSERT INTO counters (name, value) VALUES (?1, ?2)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        )?;
+        for (registry, n) in list {
+            stmt.execute(params![format!("{REGISTRY_BYTES}{registry}"), *n as i64])?;
+        }
+    }
+    tx.commit()
+}
+
 pub(super) fn setting(conn: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
         r.get(0)
@@ -647,5 +682,15 @@ mod tests {
         c.set("served_bytes", 42);
         save_counters(&mut conn, &c).unwrap();
         assert_eq!(load_counters(&conn).unwrap(), c);
+        let per = vec![("hf.co".to_owned(), 7), ("127.0.0.1:5000".to_owned(), 9)];
+        save_registry_bytes(&mut conn, &per).unwrap();
+        let mut got = load_registry_bytes(&conn).unwrap();
+        got.sort();
+        assert_eq!(got, [per[1].clone(), per[0].clone()]);
+        assert_eq!(
+            load_counters(&conn).unwrap(),
+            c,
+            "apart from the plain counters"
+        );
     }
 }

@@ -7,7 +7,7 @@ fn policy() -> Policy {
     Policy::new(
         &patterns(&["registry.ollama.ai", "*.r2.cloudflarestorage.com"]),
         &patterns(&["ollama.com", "example.org:8443"]),
-        &url::Url::parse("http://registry.lan:5000").unwrap(),
+        [&url::Url::parse("http://registry.lan:5000").unwrap()],
     )
 }
 

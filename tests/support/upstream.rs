@@ -50,11 +50,15 @@ pub struct Faults {
     pub require_token: bool,
     /// The CDN ignores `Range` and always sends the whole blob with 200.
     pub ignore_range: bool,
+    /// Blob redirects go to a signed bridge URL first, which redirects to the CDN, as
+    /// hf.co's registry does (307 to a signed huggingface.co URL, then 302 to its CDN).
+    pub bridge: bool,
 }
 
 #[derive(Default)]
 pub struct Counters {
     pub manifest_gets: AtomicUsize,
+    pub tag_lists: AtomicUsize,
     pub blob_redirects: AtomicUsize,
     pub cdn_gets: AtomicUsize,
     pub cdn_heads: AtomicUsize,
@@ -103,7 +107,14 @@ pub struct Model {
 
 impl Model {
     pub fn new(layers: Vec<Vec<u8>>) -> Model {
-        let config = Bytes::from_static(br#"{"model_format":"gguf","model_family":"granite"}"#);
+        Self::with_config(
+            layers,
+            Bytes::from_static(br#"{"model_format":"gguf","model_family":"granite"}"#),
+        )
+    }
+
+    /// A model whose config blob is `config` (models that share one share that blob).
+    pub fn with_config(layers: Vec<Vec<u8>>, config: Bytes) -> Model {
         let layer_json: Vec<String> = layers
             .iter()
             .map(|l| {
@@ -318,6 +329,49 @@ fn registry_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
         return status(StatusCode::NOT_FOUND, "");
     };
     match kind {
+        "tags" if last == "list" => {
+            s.counts.tag_lists.fetch_add(1, SeqCst);
+            let c = s.content.lock().unwrap();
+            let Some(r) = c.repos.get(repo) else {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    r#"{"errors":[{"code":"NAME_UNKNOWN"}]}"#,
+                );
+            };
+            let mut tags: Vec<&String> = r
+                .manifests
+                .keys()
+                .filter(|t| !t.starts_with("sha256:"))
+                .collect();
+            tags.sort();
+            // distribution's pagination: after `last`, at most `n`, and a Link when cut.
+            let q: HashMap<String, String> = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            if let Some(l) = q.get("last") {
+                tags.retain(|t| t.as_str() > l.as_str());
+            }
+            let n = q
+                .get("n")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(usize::MAX);
+            let cut = tags.len() > n;
+            tags.truncate(n);
+            let body = serde_json::json!({ "name": repo, "tags": tags }).to_string();
+            let mut b = Response::builder().header("content-type", "application/json");
+            if let (true, Some(l)) = (cut, tags.last()) {
+                b = b.header(
+                    "link",
+                    format!("</v2/{repo}/tags/list?last={l}&n={n}>; rel=\"next\""),
+                );
+            }
+            b.body(full(body)).unwrap()
+        }
         "manifests" => {
             s.counts.manifest_gets.fetch_add(1, SeqCst);
             let ua = req
@@ -353,12 +407,17 @@ fn registry_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
             }
             s.counts.blob_redirects.fetch_add(1, SeqCst);
             let generation = s.sig_generation.load(SeqCst);
+            let hop = if s.faults.lock().unwrap().bridge {
+                "bridge"
+            } else {
+                "r2/blobs"
+            };
             Response::builder()
                 .status(StatusCode::TEMPORARY_REDIRECT)
                 .header(
                     "location",
                     format!(
-                        "http://{}/r2/blobs/{hex}?X-Amz-Signature=sig{generation}&X-Amz-Expires=1200",
+                        "http://{}/{hop}/{hex}?X-Amz-Signature=sig{generation}&X-Amz-Expires=1200",
                         s.cdn
                     ),
                 )
@@ -374,6 +433,16 @@ fn cdn_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
         s.counts.cdn_auth_headers.fetch_add(1, SeqCst);
     }
     let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/bridge/") {
+        return Response::builder()
+            .status(StatusCode::FOUND)
+            .header(
+                "location",
+                format!("/r2/blobs/{rest}?{}", req.uri().query().unwrap_or("")),
+            )
+            .body(full(""))
+            .unwrap();
+    }
     let Some(hex) = path.strip_prefix("/r2/blobs/") else {
         return status(StatusCode::NOT_FOUND, "");
     };

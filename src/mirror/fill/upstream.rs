@@ -106,6 +106,8 @@ pub trait RangeFetch: Send + Sync + 'static {
     /// The location of `generation` refused a request: find a fresh one, unless another
     /// worker already did.
     fn refresh(&self, generation: u64) -> BoxFuture<'_, Result<(), Failure>>;
+    /// `n` bytes arrived (counted per registry by those that have one).
+    fn arrived(&self, _n: u64) {}
 }
 
 /// Worker settings, from `fetch.*`.
@@ -408,6 +410,7 @@ async fn fetch_span(
                     &stats.upstream_bytes
                 };
                 Stats::add(counter, data.len() as u64);
+                fetch.arrived(data.len() as u64);
                 if let Some(rate) = &cfg.rate {
                     rate.take(data.len()).await;
                 }
@@ -561,6 +564,10 @@ impl UpstreamBlob {
 }
 
 impl RangeFetch for UpstreamBlob {
+    fn arrived(&self, n: u64) {
+        Stats::add(&self.upstream.fetched_bytes, n);
+    }
+
     fn prepare(&self) -> BoxFuture<'_, Result<(), Failure>> {
         Box::pin(async move {
             if self.location().is_some() {
