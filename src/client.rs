@@ -230,6 +230,9 @@ pub struct Health {
     /// The registry it mirrors (`scheme://host[:port]`); older servers do not say.
     #[serde(default)]
     pub upstream: Option<String>,
+    /// The other registries it caches, by name (`hf.co`, ...); older servers do not say.
+    #[serde(default)]
+    pub registries: Vec<String>,
 }
 
 impl ServerClient {

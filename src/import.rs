@@ -6,7 +6,11 @@
 //!   the store (copied only when the data dir is on another filesystem). A file that does
 //!   not match is reported and left alone.
 //! - `manifests/<host>/<namespace>/<model>/<tag>`: filed under that registry, repository
-//!   and tag, byte for byte, as ollama pulled them.
+//!   and tag, byte for byte, as ollama pulled them, for ollama's Accept.
+//! - `manifests-v2/<host>/...` (ollama ≥ 0.40; `ollama.com` is registry.ollama.ai): the
+//!   same for 0.40's Accept. A tag there may hold a manifest list, whose children ollama
+//!   keeps as blobs (taken in with the blobs above); a plain manifest is filed for the
+//!   older Accept too, since the registry answers both alike.
 //!
 //! Nothing is imported that was not verified; the source directory is never modified.
 
@@ -15,7 +19,10 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest as _, Sha256};
 
-use crate::oci::{manifest_media_type, Digest, Reference, RepoName, OLLAMA_MANIFEST_ACCEPT};
+use crate::oci::{
+    manifest_media_type, Digest, Reference, RepoName, OLLAMA_LIST_TYPE, OLLAMA_MANIFEST_ACCEPT,
+    OLLAMA_V040_ACCEPT_KEY,
+};
 use crate::p2p::torrent::PieceHasher;
 use crate::store::{now_ms, Store, StoredManifest, TagKey};
 
@@ -53,7 +60,10 @@ pub struct Report {
 /// An ollama models dir, given as `~/.ollama/models` or as `~/.ollama`.
 fn models_dir(dir: &Path) -> Result<PathBuf, Error> {
     for d in [dir.to_owned(), dir.join("models")] {
-        if d.join("blobs").is_dir() || d.join("manifests").is_dir() {
+        if ["blobs", "manifests", "manifests-v2"]
+            .iter()
+            .any(|sub| d.join(sub).is_dir())
+        {
             return Ok(d);
         }
     }
@@ -137,15 +147,20 @@ pub async fn import(store: &Store, dir: &Path, show_progress: bool) -> Result<Re
     }
     bar.finish_and_clear();
 
-    // Manifests: manifests/<host>/<namespace>/<model>/<tag>.
-    let root = dir.join("manifests");
-    for path in files_at_depth(&root, 4) {
-        match manifest(&root, &path) {
-            Ok((key, m)) => {
-                store.put_manifest(m, Some(key), now_ms()).await?;
-                report.manifests += 1;
+    // Manifests: manifests/<host>/<namespace>/<model>/<tag>, and the same under
+    // manifests-v2 for ollama ≥ 0.40.
+    for layout in [Layout::Legacy, Layout::V040] {
+        let root = dir.join(layout.dir());
+        for path in files_at_depth(&root, 4) {
+            match manifest(&root, &path, layout) {
+                Ok((keys, m)) => {
+                    for key in keys {
+                        store.put_manifest(m.clone(), Some(key), now_ms()).await?;
+                    }
+                    report.manifests += 1;
+                }
+                Err(why) => report.refused.push((path, why)),
             }
-            Err(why) => report.refused.push((path, why)),
         }
     }
     Ok(report)
@@ -183,15 +198,38 @@ fn files_at_depth(root: &Path, depth: usize) -> Vec<PathBuf> {
     level.into_iter().filter(|p| p.is_file()).collect()
 }
 
-/// The tag key and bytes of one manifest file, or why it is refused.
-fn manifest(root: &Path, path: &Path) -> Result<(TagKey, StoredManifest), String> {
+/// Where a version of ollama keeps its tags.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    Legacy,
+    V040,
+}
+
+impl Layout {
+    fn dir(self) -> &'static str {
+        match self {
+            Layout::Legacy => "manifests",
+            Layout::V040 => "manifests-v2",
+        }
+    }
+}
+
+/// The tag keys and bytes of one manifest file, or why it is refused.
+fn manifest(
+    root: &Path,
+    path: &Path,
+    layout: Layout,
+) -> Result<(Vec<TagKey>, StoredManifest), String> {
     let rel = path.strip_prefix(root).map_err(|e| e.to_string())?;
     let parts: Vec<String> = rel
         .iter()
         .map(|c| c.to_string_lossy().into_owned())
         .collect();
     let [host, ns, model, tag] = parts.as_slice() else {
-        return Err("not at manifests/<host>/<namespace>/<model>/<tag>".into());
+        return Err(format!(
+            "not at {}/<host>/<namespace>/<model>/<tag>",
+            layout.dir()
+        ));
     };
     let repo: RepoName = format!("{ns}/{model}")
         .parse()
@@ -209,16 +247,31 @@ fn manifest(root: &Path, path: &Path) -> Result<(TagKey, StoredManifest), String
     if json.get("schemaVersion").is_none() {
         return Err("not a manifest: no schemaVersion".into());
     }
-    Ok((
-        TagKey {
-            registry: host.clone(),
+    let media_type = manifest_media_type(None, &body);
+    let accepts = match layout {
+        Layout::Legacy => vec![OLLAMA_MANIFEST_ACCEPT],
+        Layout::V040 if media_type == OLLAMA_LIST_TYPE => vec![OLLAMA_V040_ACCEPT_KEY],
+        Layout::V040 => vec![OLLAMA_V040_ACCEPT_KEY, OLLAMA_MANIFEST_ACCEPT],
+    };
+    // ollama ≥ 0.40 files the library under ollama.com; it is registry.ollama.ai's.
+    let registry = match (layout, host.as_str()) {
+        (Layout::V040, "ollama.com") => "registry.ollama.ai".to_owned(),
+        _ => host.clone(),
+    };
+    let keys = accepts
+        .into_iter()
+        .map(|accept| TagKey {
+            registry: registry.clone(),
             repo: repo.to_string(),
             tag: tag.clone(),
-            accept: OLLAMA_MANIFEST_ACCEPT.to_owned(),
-        },
+            accept: accept.to_owned(),
+        })
+        .collect();
+    Ok((
+        keys,
         StoredManifest {
             digest: Digest::of(&body),
-            media_type: manifest_media_type(None, &body),
+            media_type,
             body: body.into(),
         },
     ))

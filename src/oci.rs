@@ -17,7 +17,7 @@ pub use digest::{Digest, DigestError};
 pub use error::ErrorCode;
 pub use manifest::{
     manifest_media_type, Descriptor, ManifestContent, ManifestError, Platform, ANY_MANIFEST_ACCEPT,
-    OLLAMA_MANIFEST_ACCEPT,
+    OLLAMA_LIST_TYPE, OLLAMA_MANIFEST_ACCEPT, OLLAMA_V040_ACCEPT_KEY,
 };
 pub use model::{ModelRef, ModelRefError, DEFAULT_NAMESPACE, DEFAULT_TAG};
 pub use name::{NameError, Reference, RepoName};

@@ -754,6 +754,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_v040_accept_key_is_what_ollama_0_40_sends_normalised() {
+        let sent = "application/vnd.ollama.manifest.list.v2+json, \
+                    application/vnd.docker.distribution.manifest.v2+json";
+        assert_eq!(accept_key(sent), crate::oci::OLLAMA_V040_ACCEPT_KEY);
+    }
+
+    #[test]
     fn accept_keys_ignore_order_case_and_parameters() {
         let a = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json;q=0.9";
         let b = "Application/VND.docker.distribution.manifest.v2+json,application/vnd.oci.image.index.v1+json, application/vnd.oci.image.index.v1+json";

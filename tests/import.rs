@@ -136,3 +136,66 @@ fn refuses_a_directory_that_is_not_ollamas() {
     assert_ne!(code, 0);
     assert!(err.contains("not an ollama models directory"), "{err}");
 }
+
+/// ollama ≥ 0.40's layout: `manifests-v2/ollama.com/...` holding a manifest list whose
+/// child is kept as a blob, beside an hf.co model in the older layout. Both are served
+/// offline afterwards, each to the client that pulled it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn imports_the_v040_layout_and_other_registries() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let m = Model::new(vec![blob_bytes(MIB, 111)]);
+        let gguf = Model::with_config(
+            vec![blob_bytes(MIB + 3, 112)],
+            br#"{"model_family":"llama"}"#[..].into(),
+        );
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.ollama.manifest.list.v2+json","manifests":[{{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"{}","size":{},"runner":"ggml"}}]}}"#,
+            m.manifest_digest(),
+            m.manifest.len()
+        );
+        let src = tempfile::tempdir().unwrap();
+        let blobs = src.path().join("blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let all = [&m.layers[0], &m.config, &m.manifest, &gguf.layers[0], &gguf.config];
+        for b in all.into_iter().chain([&bytes::Bytes::from(list.clone())]) {
+            std::fs::write(blobs.join(format!("sha256-{}", sha256_hex(b))), b).unwrap();
+        }
+        let v2 = src.path().join("manifests-v2/ollama.com/library/granite-code");
+        std::fs::create_dir_all(&v2).unwrap();
+        std::fs::write(v2.join("8b"), &list).unwrap();
+        let hf = src.path().join("manifests/hf.co/bartowski/gguf");
+        std::fs::create_dir_all(&hf).unwrap();
+        std::fs::write(hf.join("Q4_K_M"), &gguf.manifest).unwrap();
+
+        let data = tempfile::tempdir().unwrap();
+        let (code, out, err) = import(src.path(), data.path());
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("imported 6 blobs") && out.contains("2 manifests"), "{out}");
+
+        // Upstream unreachable: everything comes from what was imported.
+        let shoal = Shoal::start_in(data, "https://registry.ollama.ai", |_| {}).await;
+        let base = shoal.url();
+        let ua = ("user-agent", "ollama/0.40.1");
+        let v040 = (
+            "accept",
+            "application/vnd.ollama.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json",
+        );
+        let r = get(&format!("{base}/v2/library/granite-code/manifests/8b"), &[ua, v040]).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.body, list.as_bytes(), "the list, as 0.40 pulled it");
+        let child = get(
+            &format!("{base}/v2/library/granite-code/blobs/{}", m.manifest_digest()),
+            &[("user-agent", "ollama-transfer/1.0")],
+        )
+        .await;
+        assert_eq!((child.status, &child.body[..]), (200, &m.manifest[..]), "the child, as a blob");
+        let pull = ollama_pull(&base, "hf.co/bartowski/gguf", "Q4_K_M", PullOptions::default())
+            .await
+            .expect("the hf.co model, by its host-prefixed name");
+        assert_eq!(pull.manifest, gguf.manifest);
+        assert_eq!(pull.blobs[0].data, gguf.layers[0]);
+        assert_eq!(shoal.stats().await["upstream_bytes"], 0);
+    })
+    .await
+    .expect("test timed out");
+}

@@ -162,6 +162,57 @@ async fn offline_prefetch_uses_the_tag_as_ollama_pulled_it() {
     .expect("test timed out");
 }
 
+/// `shoal prefetch hf.co/...` against a server started with `--registry hf.co=URL`: the
+/// model comes from that registry and is filed under it; a host the server does not
+/// cache is refused, naming the flag that would add it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_of_any_configured_registry() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let hf = FakeUpstream::start_on("127.0.0.3".parse().unwrap(), "127.0.0.4".parse().unwrap())
+            .await;
+        let m = model();
+        hf.add_model("bartowski/gguf", "Q4_K_M", &m);
+        let data = tempfile::tempdir().unwrap();
+        let flag = format!("hf.co={}", hf.url());
+        let shoal =
+            spawn_shoal_with(data.path(), &up.url(), free_port(), &["--registry", &flag]).await;
+        let run = prefetch(&shoal.url, "hf.co/bartowski/gguf:Q4_K_M", &[]).await;
+        assert_eq!(run.code, Some(0), "{run}");
+        for d in digests(&m) {
+            assert!(
+                run.blob_line(&d).is_some_and(|l| l.contains("upstream")),
+                "{d}: {run}"
+            );
+        }
+        assert_eq!(
+            up.counts.manifest_gets.load(SeqCst),
+            0,
+            "the default was not asked"
+        );
+        let s = stats(&shoal.url).await;
+        assert_eq!(s["blobs"], 3, "{s}");
+        assert!(
+            s["registries"]["hf.co"]["upstream_bytes"].as_u64() > Some(0),
+            "{s}"
+        );
+        let ls = get(&format!("{}/_shoal/v1/models", shoal.url), &[])
+            .await
+            .json();
+        assert_eq!(
+            ls["models"][0]["name"], "hf.co/bartowski/gguf:Q4_K_M",
+            "{ls}"
+        );
+
+        let run = prefetch(&shoal.url, "ghcr.io/owner/app:1", &[]).await;
+        assert_eq!(run.code, Some(1), "{run}");
+        assert!(run.err.contains("--registry ghcr.io"), "{run}");
+        assert!(run.err.contains("hf.co"), "lists what it caches: {run}");
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_name_what_is_wrong() {
     tokio::time::timeout(TEST_TIMEOUT, async {

@@ -1,8 +1,9 @@
 //! `shoal prefetch NAME`: warms a running shoal's cache by pulling a model through it, so
 //! that its own fill engine (peers first, then upstream, verified) does the work.
 //!
-//! 1. The health answer says which registry the server mirrors; a name that gives another
-//!    host is refused (a name without a host means that registry).
+//! 1. The health answer says which registries the server caches; a name that gives a host
+//!    it does not cache is refused (a name without a host means its default registry).
+//!    Another registry's repository is asked for under its host (`/v2/hf.co/...`).
 //! 2. The manifest, through the server, with an ollama User-Agent (registry.ollama.ai gates
 //!    manifests on it) and every manifest type accepted. An index (multi-platform image)
 //!    is followed to the manifest of the chosen platform(s): by default the one this
@@ -213,7 +214,7 @@ pub enum BlobError {
 pub enum PrefetchError {
     #[error(transparent)]
     Server(#[from] ClientError),
-    #[error("{name} names registry {host}, but shoal at {server} mirrors {upstream}")]
+    #[error("{name} names registry {host}, but shoal at {server} caches only {upstream} (add it there with --registry {host})")]
     HostMismatch {
         name: String,
         host: String,
@@ -369,16 +370,31 @@ pub async fn prefetch(
         multi: progress.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
     };
     let client = ServerClient::new(base.to_owned(), CONNECT_TIMEOUT);
-    let upstream = client.health(CONNECT_TIMEOUT).await?.upstream;
+    let health = client.health(CONNECT_TIMEOUT).await?;
+    let upstream = health.upstream;
     let shown = name.to_string();
+    // The repository as the server files it: another registry's under its host.
+    let mut repo = name.repo.clone();
     match (&name.host, &upstream) {
         (Some(host), Some(up)) if !same_registry(host, up) => {
-            return Err(PrefetchError::HostMismatch {
-                name: shown,
-                host: host.clone(),
-                server: base.to_owned(),
-                upstream: up.clone(),
-            })
+            let other = health
+                .registries
+                .iter()
+                .find(|r| same_registry(host, &format!("https://{r}")))
+                .and_then(|r| format!("{r}/{}", name.repo).parse().ok());
+            match other {
+                Some(qualified) => repo = qualified,
+                None => {
+                    let mut all = vec![up.clone()];
+                    all.extend(health.registries.iter().cloned());
+                    return Err(PrefetchError::HostMismatch {
+                        name: shown,
+                        host: host.clone(),
+                        server: base.to_owned(),
+                        upstream: all.join(", "),
+                    });
+                }
+            }
         }
         (Some(host), None) => ui.line(&format!(
             "warning: shoal at {base} does not say which registry it mirrors; it may not be {host}"
@@ -387,14 +403,14 @@ pub async fn prefetch(
     }
     let fetcher = Manifests {
         client: &client,
-        repo: &name.repo,
+        repo: &repo,
         name: &shown,
         upstream: upstream.as_deref().unwrap_or("its upstream"),
     };
 
     let blobs = blobs(&fetcher, name, platforms, &ui).await?;
     let total = blobs.len();
-    let results = read_all(&client, &name.repo, &blobs, &ui).await;
+    let results = read_all(&client, &repo, &blobs, &ui).await;
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for (digest, r) in results {

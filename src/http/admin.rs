@@ -7,9 +7,14 @@ use super::error::HttpError;
 use super::{full, Body, BodyError, State};
 use crate::mirror::Verdict;
 
-/// Also says which registry is mirrored: `shoal prefetch` checks a model's host against it.
+/// Also says which registries are cached: `shoal prefetch` checks a model's host against
+/// them.
 pub fn health(state: &State) -> Result<Response<Body>, HttpError> {
-    json(&serde_json::json!({ "status": "ok", "upstream": state.mirror.upstream_url() }))
+    json(&serde_json::json!({
+        "status": "ok",
+        "upstream": state.mirror.upstream_url(),
+        "registries": state.mirror.registries().names(),
+    }))
 }
 
 pub fn stats(state: &State) -> Result<Response<Body>, HttpError> {

@@ -5,6 +5,14 @@ use super::digest::Digest;
 /// The Accept header ollama sends for manifests; tags it pulled are cached under it.
 pub const OLLAMA_MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
+/// The manifest list of ollama ≥ 0.40 (per-runner children, fetched as blobs).
+pub const OLLAMA_LIST_TYPE: &str = "application/vnd.ollama.manifest.list.v2+json";
+
+/// The cache key of the Accept that ollama ≥ 0.40 sends (the list type, then the docker v2
+/// type), in the normal form of `upstream::ClientMeta::accept_key`: sorted, lowercase.
+pub const OLLAMA_V040_ACCEPT_KEY: &str =
+    "application/vnd.docker.distribution.manifest.v2+json, application/vnd.ollama.manifest.list.v2+json";
+
 /// Every manifest kind shoal can read: image indexes and manifest lists, OCI and Docker
 /// v2 manifests.
 pub const ANY_MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \

@@ -97,6 +97,18 @@ impl Registries {
         }
     }
 
+    /// The names of the registries besides the default, and of the default's other names.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .hosts
+            .keys()
+            .map(String::as_str)
+            .filter(|h| h.contains('.') && !h.contains(':'))
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
     /// Every host that names a registry (names and URL hosts), for interception.
     pub fn hosts(&self) -> impl Iterator<Item = &str> {
         self.hosts.keys().map(String::as_str)

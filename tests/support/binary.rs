@@ -42,8 +42,19 @@ pub fn free_port() -> u16 {
 
 /// Starts `shoal serve` on `port` with test timings and waits until it is healthy.
 pub async fn spawn_shoal(data: &Path, upstream: &str, port: u16) -> ShoalProcess {
+    spawn_shoal_with(data, upstream, port, &[]).await
+}
+
+/// `spawn_shoal` with more `shoal serve` flags.
+pub async fn spawn_shoal_with(
+    data: &Path,
+    upstream: &str,
+    port: u16,
+    extra: &[&str],
+) -> ShoalProcess {
     let child = shoal_command()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .arg("--data-dir")
         .arg(data)
         .args(["--upstream", upstream])
