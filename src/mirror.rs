@@ -206,7 +206,7 @@ struct Inner {
     budget: Arc<Budget>,
     /// Until when tag revalidation is skipped (stale copies served at once) because
     /// upstream just failed: an offline site should not wait on every pull.
-    upstream_down_until: Mutex<Option<Instant>>,
+    upstream_down_until: Mutex<HashMap<String, Instant>>,
     /// What every fill gets: the store, stats, the task tracker and the shutdown token.
     fill_ctx: FillCtx,
     /// Peers to fill from.
@@ -295,7 +295,7 @@ impl Mirror {
                 recent: Mutex::new(std::collections::VecDeque::new()),
                 tag_locks: Mutex::new(HashMap::new()),
                 budget,
-                upstream_down_until: Mutex::new(None),
+                upstream_down_until: Mutex::new(HashMap::new()),
                 fill_ctx,
                 p2p,
                 rate: cfg

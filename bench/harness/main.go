@@ -319,9 +319,18 @@ func (s *shoalProc) stats() (map[string]interface{}, error) {
 	return m, json.Unmarshal(b, &m)
 }
 
-func statInt(m map[string]interface{}, k string) int64 {
-	if v, ok := m[k].(float64); ok {
-		return int64(v)
+// statInt reads a number from a stats answer, down nested objects: statInt(m, "a", "b").
+func statInt(m map[string]interface{}, keys ...string) int64 {
+	var v interface{} = m
+	for _, k := range keys {
+		obj, ok := v.(map[string]interface{})
+		if !ok {
+			return -1
+		}
+		v = obj[k]
+	}
+	if f, ok := v.(float64); ok {
+		return int64(f)
 	}
 	return -1
 }

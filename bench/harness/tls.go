@@ -19,28 +19,46 @@ type tlsColdSample struct {
 // tlsCost: what HTTPS-proxy mode costs against the mirror name. gopull pulls the same model
 // through a fresh shoal by its mirror name (plain HTTP/1.1, -insecure) and through another
 // fresh shoal as HTTPS_PROXY with its CA trusted (CONNECT, TLS, HTTP/2, the plain name
-// `bench:1`), cold then warm, the two modes interleaved.
+// `bench:1`), cold then warm, the modes interleaved. Two more modes measure a second
+// registry: "hf", the same fake upstream configured as the hf.co registry
+// (SHOAL_REGISTRIES) and pulled as `hf.co/library/bench:1` through the proxy, against
+// "direct", gopull straight from the fake upstream (cold only).
 func (b *bench) tlsCost(ctx context.Context) error {
 	o, d, rep := b.o, b.d, b.rep
 	times := map[string][]float64{}
 	pulled := d.Layer.Size + d.Config.Size
 	for i := 0; i < o.tlsReps; i++ {
-		order := []string{"mirror", "proxy"}
+		order := []string{"mirror", "proxy", "hf", "direct"}
 		if i%2 == 1 {
-			order = []string{"proxy", "mirror"}
+			order = []string{"direct", "hf", "proxy", "mirror"}
 		}
 		for _, mode := range order {
+			if mode == "direct" {
+				syscall.Sync()
+				name := fmt.Sprintf("127.0.0.1:%d/library/bench:1", b.up.regPort)
+				r, err := runPull(ctx, o, d, name, fmt.Sprintf("tls%d-direct", i))
+				if err != nil {
+					return err
+				}
+				times["direct-cold"] = append(times["direct-cold"], r.Secs)
+				logf("tls %d %-6s cold pull %.2f s (layer %.2f s)", i+1, mode, r.Secs, r.layerSecs(d))
+				continue
+			}
 			tag := fmt.Sprintf("tls%d-%s", i, mode)
 			syscall.Sync()
 			mark := b.up.mark()
 			cs := tlsColdSample{Mode: mode}
-			sh, err := startShoal(o, b.up, tag)
+			var shoalEnv []string
+			if mode == "hf" {
+				shoalEnv = []string{"SHOAL_REGISTRIES=hf.co=" + b.up.registryURL()}
+			}
+			sh, err := startShoalEnv(o, b.up, tag, shoalEnv)
 			if err != nil {
 				return err
 			}
 			name := fmt.Sprintf("127.0.0.1:%d/library/bench:1", sh.port)
 			var env []string
-			if mode == "proxy" {
+			if mode == "proxy" || mode == "hf" {
 				pem, code, err := getBody(sh.url() + "/_shoal/v1/ca.pem")
 				if err != nil || code != 200 {
 					sh.stop(o)
@@ -52,6 +70,9 @@ func (b *bench) tlsCost(ctx context.Context) error {
 					return err
 				}
 				name = "bench:1"
+				if mode == "hf" {
+					name = "hf.co/library/bench:1"
+				}
 				env = []string{"HTTPS_PROXY=" + sh.url(), "SSL_CERT_FILE=" + ca, "NO_PROXY=", "no_proxy="}
 			}
 			for _, phase := range []string{"cold", "warm"} {
@@ -60,7 +81,7 @@ func (b *bench) tlsCost(ctx context.Context) error {
 					sh.stop(o)
 					return fmt.Errorf("%v\nshoal log:\n%s", err, logTail(sh.p.log, 20))
 				}
-				if mode == "proxy" && r.Protos["HTTP/2.0"] == 0 {
+				if mode != "mirror" && r.Protos["HTTP/2.0"] == 0 {
 					sh.stop(o)
 					return fmt.Errorf("%s: ranged parts were not HTTP/2: %v", tag, r.Protos)
 				}
@@ -73,6 +94,10 @@ func (b *bench) tlsCost(ctx context.Context) error {
 						return err
 					}
 					cs.Upstream = statInt(m, "upstream_bytes")
+					if mode == "hf" && statInt(m, "registries", "hf.co", "upstream_bytes") != cs.Upstream {
+						sh.stop(o)
+						return fmt.Errorf("%s: the bytes were not fetched from the hf.co registry: %v", tag, m["registries"])
+					}
 					syscall.Sync()
 				}
 			}

@@ -184,7 +184,7 @@ impl Mirror {
 
         // Upstream failed moments ago: serve the cached copy without waiting on it again.
         if let Some(m) = &cached_manifest {
-            if self.upstream_recently_down() {
+            if self.upstream_recently_down(upstream.registry()) {
                 Stats::add(&self.inner.stats.manifest_stale, 1);
                 return Ok(ManifestOutcome::Found((&**m).into()));
             }
@@ -196,7 +196,7 @@ impl Mirror {
             .await;
         if let Err(e) = &answer {
             if e.is_transient() {
-                self.mark_upstream_down();
+                self.mark_upstream_down(upstream.registry());
             }
         }
         match answer {
@@ -248,7 +248,9 @@ impl Mirror {
         );
         let cached = self.inner.cache.tag_list(&key).await;
         if let Some((at, list)) = &cached {
-            if at.elapsed() < self.inner.cfg.tag_ttl || self.upstream_recently_down() {
+            if at.elapsed() < self.inner.cfg.tag_ttl
+                || self.upstream_recently_down(upstream.registry())
+            {
                 return Ok(list.clone());
             }
         }
@@ -259,7 +261,7 @@ impl Mirror {
             }
             Err(e) => match cached {
                 Some((_, list)) if e.is_transient() => {
-                    self.mark_upstream_down();
+                    self.mark_upstream_down(upstream.registry());
                     tracing::warn!(%repo, error = %crate::telemetry::chain(&e),
                         "upstream unavailable; serving the cached tag list");
                     Ok(list)
@@ -273,21 +275,25 @@ impl Mirror {
         }
     }
 
-    fn upstream_recently_down(&self) -> bool {
-        let until = *self
+    /// Whether `registry` failed within `UPSTREAM_DOWN_PAUSE` (each registry on its own:
+    /// hf.co being down says nothing of the others).
+    fn upstream_recently_down(&self, registry: &str) -> bool {
+        let down = self
             .inner
             .upstream_down_until
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        until.is_some_and(|t| Instant::now() < t)
+        down.get(registry).is_some_and(|t| Instant::now() < *t)
     }
 
-    fn mark_upstream_down(&self) {
-        *self
+    fn mark_upstream_down(&self, registry: &str) {
+        let mut down = self
             .inner
             .upstream_down_until
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + UPSTREAM_DOWN_PAUSE);
+            .unwrap_or_else(|p| p.into_inner());
+        down.retain(|_, t| Instant::now() < *t);
+        down.insert(registry.to_owned(), Instant::now() + UPSTREAM_DOWN_PAUSE);
     }
 
     async fn tag_lock(&self, key: &TagKey) -> tokio::sync::OwnedMutexGuard<()> {
