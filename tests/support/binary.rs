@@ -52,6 +52,19 @@ pub async fn spawn_shoal_with(
     port: u16,
     extra: &[&str],
 ) -> ShoalProcess {
+    spawn_shoal_opts(data, upstream, port, extra, &[], Stdio::inherit()).await
+}
+
+/// `spawn_shoal_with` with more environment variables (set after the test defaults, so
+/// `RUST_LOG` or a `SHOAL_*` setting can override them) and its stderr sent to `stderr`.
+pub async fn spawn_shoal_opts(
+    data: &Path,
+    upstream: &str,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> ShoalProcess {
     let child = shoal_command()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
@@ -62,7 +75,9 @@ pub async fn spawn_shoal_with(
         .env("SHOAL_FETCH__STALL_TIMEOUT", "2s")
         .env("SHOAL_FETCH__MIN_SPAN", "256KiB")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("shoal binary runs");
     let url = format!("http://127.0.0.1:{port}");

@@ -7,6 +7,7 @@ pub mod binary;
 pub mod client;
 pub mod gopull;
 pub mod lan;
+pub mod registry;
 pub mod upstream;
 
 use std::net::SocketAddr;
