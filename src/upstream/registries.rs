@@ -103,7 +103,7 @@ impl Registries {
             .hosts
             .keys()
             .map(String::as_str)
-            .filter(|h| h.contains('.') && !h.contains(':'))
+            .filter(|h| h.contains('.') && !h.contains(':') && *h != self.default.registry())
             .collect();
         names.sort_unstable();
         names
@@ -282,5 +282,16 @@ mod tests {
         // Only configured names are split off: anything else is the default's own path.
         check("other.io/x", "127.0.0.1:5000", "other.io/x");
         assert_eq!(r.all().len(), 4, "default, hf.co, ghcr.io, docker.io");
+        assert_eq!(
+            r.names(),
+            [
+                "docker.io",
+                "ghcr.io",
+                "hf.co",
+                "quay.io",
+                "registry-1.docker.io"
+            ],
+            "names clients may use, the default's own left out"
+        );
     }
 }
