@@ -315,11 +315,9 @@ impl Mirror {
         &self.inner.store
     }
 
-    /// The default registry, as `scheme://host[:port]` (safe to show: the base URL
-    /// carries no credentials, `RegistryUrl` refuses them).
+    /// The default registry, as `scheme://host[:port]`.
     pub fn upstream_url(&self) -> String {
-        let up = self.inner.registries.default_registry();
-        format!("{}://{}", up.base_url().scheme(), up.registry())
+        self.inner.registries.default_registry().shown_url()
     }
 
     /// Every registry this node caches.

@@ -257,6 +257,11 @@ impl Upstream {
         &self.base
     }
 
+    /// `scheme://host[:port]`, safe to show (`RegistryUrl` refuses credentials in URLs).
+    pub fn shown_url(&self) -> String {
+        format!("{}://{}", self.base.scheme(), self.base.authority())
+    }
+
     /// The name it is known by (`hf.co`; `host[:port]` of the default), the namespace of
     /// its cached tags.
     pub fn registry(&self) -> &str {

@@ -61,30 +61,13 @@ struct Tools {
 
 async fn tools() -> Option<Tools> {
     let mut missing = Vec::new();
-    let registry = find_docker_registry().await;
-    if registry.is_none() {
-        missing.push(DOCKER_REGISTRY_HINT.to_owned());
-    }
-    if !oras_available().await {
-        missing.push(ORAS_HINT.to_owned());
-    }
-    let mut cmd = Command::new("skopeo");
-    cmd.arg("--version");
-    if !runs(cmd, Duration::from_secs(10)).await {
-        missing.push("skopeo: apt-get install skopeo".to_owned());
-    }
-    let mut cmd = Command::new("python3");
-    cmd.arg("--version");
-    if !runs(cmd, Duration::from_secs(10)).await {
-        missing.push("python3".to_owned());
-    }
+    let registry = registry_tools(&mut missing).await;
+    need("skopeo", "skopeo: apt-get install skopeo", &mut missing).await;
+    need("python3", "python3", &mut missing).await;
 
     let mut containerd = None;
-    let mut cmd = Command::new("ctr");
-    cmd.arg("--version");
-    if !runs(cmd, Duration::from_secs(10)).await {
-        missing.push("ctr (containerd's CLI): apt-get install containerd".to_owned());
-    } else {
+    let ctr_hint = "ctr (containerd's CLI): apt-get install containerd";
+    if need("ctr", ctr_hint, &mut missing).await {
         let mut cands: Vec<String> = std::env::var("CONTAINERD_ADDRESS").into_iter().collect();
         cands.extend(CONTAINERD_SOCKETS.iter().map(|s| s.to_string()));
         for sock in cands {

@@ -40,18 +40,8 @@ struct Tools {
 /// the test should be skipped. Panics instead when `REQUIRE_E2E_TOOLS=1`.
 async fn tools() -> Option<Tools> {
     let mut missing = Vec::new();
-    let registry = find_docker_registry().await;
-    if registry.is_none() {
-        missing.push(DOCKER_REGISTRY_HINT.to_owned());
-    }
-    if !oras_available().await {
-        missing.push(ORAS_HINT.to_owned());
-    }
-    let mut cmd = Command::new("curl");
-    cmd.arg("--version");
-    if !runs(cmd, Duration::from_secs(10)).await {
-        missing.push("curl: apt-get install curl".to_owned());
-    }
+    let registry = registry_tools(&mut missing).await;
+    need("curl", "curl: apt-get install curl", &mut missing).await;
     if missing.is_empty() {
         return registry.map(|registry| Tools { registry });
     }

@@ -17,18 +17,14 @@ async fn two_boxes_find_each_other_and_share_a_blob() {
         return;
     };
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let (reg, cdn) = lan.upstream_hosts();
-        let up = FakeUpstream::start_on(reg, cdn).await;
+        let up = lan.upstream().await;
         let data = blob_bytes(6 * MIB + 9, 91);
         let digest = up.add_blob(data.clone());
 
         let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let _a = spawn_in(&lan.namespaces[0], &lan.host(0), da.path(), &up.url(), &[]);
-        let _b = spawn_in(&lan.namespaces[1], &lan.host(1), db.path(), &up.url(), &[]);
-        let (a, b) = (
-            format!("http://{}:9200", lan.host(0)),
-            format!("http://{}:9200", lan.host(1)),
-        );
+        let _a = lan.node(0, da.path(), &up.url());
+        let _b = lan.node(1, db.path(), &up.url());
+        let (a, b) = (lan.url(0), lan.url(1));
         for url in [&a, &b] {
             let up = eventually(Duration::from_secs(20), async || {
                 try_request(http::Method::GET, &format!("{url}/_shoal/v1/health"), &[])

@@ -19,20 +19,11 @@ async fn a_rotten_holder_and_its_puller_both_end_sound() {
         return;
     };
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let (reg, cdn) = lan.upstream_hosts();
-        let up = FakeUpstream::start_on(reg, cdn).await;
+        let up = lan.upstream().await;
         let data = blob_bytes(6 * MIB + 5, 111);
         let digest = up.add_blob(data.clone());
         let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-        let spawn = |i: usize| {
-            spawn_in(
-                &lan.namespaces[i],
-                &lan.host(i),
-                dirs[i].path(),
-                &up.url(),
-                &[],
-            )
-        };
+        let spawn = |i: usize| lan.node(i, dirs[i].path(), &up.url());
         let urls: Vec<String> = (0..2).map(|i| lan.url(i)).collect();
 
         // The first box caches the blob alone (with two, the blob's LAN owner could be the

@@ -20,21 +20,12 @@ async fn a_pull_right_after_another_box_cached_it_takes_nothing_from_upstream() 
         return;
     };
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let (reg, cdn) = lan.upstream_hosts();
-        let up = FakeUpstream::start_on(reg, cdn).await;
+        let up = lan.upstream().await;
         let data = blob_bytes(5 * MIB + 3, 101);
         let digest = up.add_blob(data.clone());
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let _nodes: Vec<Node> = (0..3)
-            .map(|i| {
-                spawn_in(
-                    &lan.namespaces[i],
-                    &lan.host(i),
-                    dirs[i].path(),
-                    &up.url(),
-                    &[],
-                )
-            })
+            .map(|i| lan.node(i, dirs[i].path(), &up.url()))
             .collect();
         let urls: Vec<String> = (0..3).map(|i| lan.url(i)).collect();
         wait_lan(&urls).await;
@@ -79,21 +70,12 @@ async fn boxes_that_miss_at_once_fetch_from_upstream_once() {
         return;
     };
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let (reg, cdn) = lan.upstream_hosts();
-        let up = FakeUpstream::start_on(reg, cdn).await;
+        let up = lan.upstream().await;
         let data = blob_bytes(24 * MIB + 5, 102);
         let digest = up.add_blob(data.clone());
         let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
         let _nodes: Vec<Node> = (0..4)
-            .map(|i| {
-                spawn_in(
-                    &lan.namespaces[i],
-                    &lan.host(i),
-                    dirs[i].path(),
-                    &up.url(),
-                    &[],
-                )
-            })
+            .map(|i| lan.node(i, dirs[i].path(), &up.url()))
             .collect();
         let urls: Vec<String> = (0..4).map(|i| lan.url(i)).collect();
         wait_lan(&urls).await;
@@ -154,8 +136,7 @@ async fn the_fetching_box_dies_and_the_rest_fetch_only_the_missing_part() {
         return;
     };
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let (reg, cdn) = lan.upstream_hosts();
-        let up = FakeUpstream::start_on(reg, cdn).await;
+        let up = lan.upstream().await;
         let size = 16 * MIB;
         let data = blob_bytes(size, 103);
         let digest = up.add_blob(data.clone());
@@ -167,15 +148,7 @@ async fn the_fetching_box_dies_and_the_rest_fetch_only_the_missing_part() {
             .insert(digest[7..].to_owned(), (size / 2) as u64);
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
         let mut nodes: Vec<Option<Node>> = (0..3)
-            .map(|i| {
-                Some(spawn_in(
-                    &lan.namespaces[i],
-                    &lan.host(i),
-                    dirs[i].path(),
-                    &up.url(),
-                    &[],
-                ))
-            })
+            .map(|i| Some(lan.node(i, dirs[i].path(), &up.url())))
             .collect();
         let urls: Vec<String> = (0..3).map(|i| lan.url(i)).collect();
         wait_lan(&urls).await;

@@ -35,9 +35,8 @@ pub fn stats(state: &State) -> Result<Response<Body>, HttpError> {
             .all()
             .into_iter()
             .map(|u| {
-                let url = format!("{}://{}", u.base_url().scheme(), u.base_url().authority());
                 let bytes = u.fetched_bytes.load(std::sync::atomic::Ordering::Relaxed);
-                let entry = serde_json::json!({ "url": url, "upstream_bytes": bytes });
+                let entry = serde_json::json!({ "url": u.shown_url(), "upstream_bytes": bytes });
                 (u.registry().to_owned(), entry)
             })
             .collect();

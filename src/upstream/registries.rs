@@ -90,8 +90,8 @@ impl Registries {
     /// Adds the persisted counts of `fetched` at start-up (registries no longer configured
     /// are left out).
     pub fn restore(&self, counts: &[(String, u64)]) {
-        for (name, n) in counts {
-            if let Some(u) = self.all().into_iter().find(|u| u.registry() == name) {
+        for u in self.all() {
+            if let Some((_, n)) = counts.iter().find(|(name, _)| name == u.registry()) {
                 u.fetched_bytes.fetch_add(*n, Relaxed);
             }
         }
@@ -107,11 +107,6 @@ impl Registries {
             .collect();
         names.sort_unstable();
         names
-    }
-
-    /// Every host that names a registry (names and URL hosts), for interception.
-    pub fn hosts(&self) -> impl Iterator<Item = &str> {
-        self.hosts.keys().map(String::as_str)
     }
 
     /// The repository a request means, in shoal's one form:

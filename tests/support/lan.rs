@@ -162,6 +162,17 @@ impl Lan {
         None
     }
 
+    /// `shoal serve` with its defaults as node `i`, on `data`, caching `upstream`.
+    pub fn node(&self, i: usize, data: &std::path::Path, upstream: &str) -> Node {
+        spawn_in(&self.namespaces[i], &self.host(i), data, upstream, &[])
+    }
+
+    /// A fake upstream on the LAN's upstream addresses (registry and CDN).
+    pub async fn upstream(&self) -> super::FakeUpstream {
+        let (reg, cdn) = self.upstream_hosts();
+        super::FakeUpstream::start_on(reg, cdn).await
+    }
+
     /// Node `i`'s HTTP base URL.
     pub fn url(&self, i: usize) -> String {
         format!("http://{}:9200", self.host(i))

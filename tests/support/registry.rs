@@ -69,6 +69,30 @@ pub async fn oras_available() -> bool {
 
 pub const ORAS_HINT: &str = "python3 with the oras package (oras-py 0.2.x): pip install oras";
 
+/// What every registry end-to-end test needs, docker-registry and oras-py: the registry's
+/// path, and a line in `missing` for each one that is not there.
+pub async fn registry_tools(missing: &mut Vec<String>) -> Option<PathBuf> {
+    let registry = find_docker_registry().await;
+    if registry.is_none() {
+        missing.push(DOCKER_REGISTRY_HINT.to_owned());
+    }
+    if !oras_available().await {
+        missing.push(ORAS_HINT.to_owned());
+    }
+    registry
+}
+
+/// Whether `program --version` runs; when it does not, `hint` joins `missing`.
+pub async fn need(program: &str, hint: &str, missing: &mut Vec<String>) -> bool {
+    let mut cmd = Command::new(program);
+    cmd.arg("--version");
+    let ok = runs(cmd, Duration::from_secs(10)).await;
+    if !ok {
+        missing.push(hint.to_owned());
+    }
+    ok
+}
+
 // ---------------------------------------------------------------------------------------
 // Child processes
 
@@ -185,12 +209,7 @@ impl Registry {
 
     fn spawn(bin: &Path) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", super::free_port());
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: true\n\
