@@ -404,6 +404,7 @@ async fn dispatch(
     }
     match route {
         Endpoint::Registry(Route::Base) => registry::base(),
+        Endpoint::Registry(Route::Token) => registry::token(state, &req, via).await,
         Endpoint::Registry(Route::Manifest { name, reference }) => {
             let name = registry::qualify(state, &req, via, name)?;
             registry::manifest(state, &req, &name, &reference).await

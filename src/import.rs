@@ -273,6 +273,8 @@ fn manifest(
             digest: Digest::of(&body),
             media_type,
             body: body.into(),
+            // The admin imports it for the LAN, as if pulled without credentials.
+            private: false,
         },
     ))
 }

@@ -9,6 +9,7 @@
 //! Errors carry an `ErrorKind` chosen where they arise; `http::error` maps kinds to
 //! statuses. Must not: know about HTTP requests, responses or headers.
 
+mod access;
 mod budget;
 mod fill;
 mod flight;
@@ -64,6 +65,8 @@ pub enum ErrorKind {
     NotFound,
     /// Upstream failed or answered nonsense.
     Upstream,
+    /// Upstream refused the client's credentials (or their absence): 401 or 403.
+    Denied,
     Timeout,
     /// Upstream's bytes do not match their digest.
     Integrity,
@@ -87,6 +90,12 @@ pub enum Error {
     ManifestUpstream {
         repo: RepoName,
         reference: String,
+        #[source]
+        source: Box<upstream::Error>,
+    },
+    #[error("the token request to {registry} failed")]
+    Token {
+        registry: String,
         #[source]
         source: Box<upstream::Error>,
     },
@@ -117,7 +126,9 @@ pub enum Error {
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         let upstream_kind = |e: &upstream::Error| {
-            if e.is_not_found() {
+            if e.denied().is_some() {
+                ErrorKind::Denied
+            } else if e.is_not_found() {
                 ErrorKind::NotFound
             } else if e.is_timeout() {
                 ErrorKind::Timeout
@@ -127,7 +138,9 @@ impl Error {
         };
         match self {
             Error::BlobUpstream { source, .. } => upstream_kind(source),
-            Error::ManifestUpstream { source, .. } => upstream_kind(source),
+            Error::ManifestUpstream { source, .. } | Error::Token { source, .. } => {
+                upstream_kind(source)
+            }
             Error::ManifestMismatch { .. } => ErrorKind::Integrity,
             Error::Unsatisfiable { .. } => ErrorKind::NotFound,
             Error::Fill { kind, .. } => *kind,
@@ -143,6 +156,7 @@ impl Error {
             ErrorKind::NotFound => "it is not known upstream",
             ErrorKind::Timeout => "upstream did not answer in time",
             ErrorKind::Upstream => "upstream is unreachable or failing",
+            ErrorKind::Denied => "upstream refused these credentials (or their absence)",
             ErrorKind::Integrity => "upstream sent bytes that do not match the digest",
             ErrorKind::Storage => "the cache's disk is full",
             ErrorKind::ShuttingDown => "shoal is shutting down",
@@ -161,9 +175,24 @@ impl Error {
             Error::Fill { digest, kind, .. } => {
                 format!("cannot get blob {digest}: {}", why(*kind))
             }
+            Error::Token { registry, .. } => {
+                format!("cannot get a token from {registry}: {}", why(self.kind()))
+            }
             Error::ManifestMismatch { .. } | Error::Unsatisfiable { .. } => self.to_string(),
             Error::Store { .. } | Error::Read { .. } => "internal error".to_owned(),
         }
+    }
+
+    /// Upstream's refusal of the client's credentials: whether it was a 401 (else a 403),
+    /// and its challenge, which the client answers with its own credentials.
+    pub fn denial(&self) -> Option<(bool, Option<http::HeaderValue>)> {
+        let e = match self {
+            Error::BlobUpstream { source, .. } => &**source,
+            Error::ManifestUpstream { source, .. } => &**source,
+            _ => return None,
+        };
+        e.denied()
+            .map(|(status, ch)| (status == http::StatusCode::UNAUTHORIZED, ch.cloned()))
     }
 
     /// For 416 answers: the blob's size.
@@ -213,6 +242,8 @@ struct Inner {
     p2p: Option<P2p>,
     /// `fetch.rate_limit`, shared by every fill's upstream workers.
     rate: Option<Arc<fill::RateLimit>>,
+    /// Upstream's recent yes to a client for a private blob or manifest.
+    confirmed: access::Confirmed,
     cfg: MirrorConfig,
 }
 
@@ -302,6 +333,7 @@ impl Mirror {
                     .fetch
                     .rate_limit
                     .map(|r| Arc::new(fill::RateLimit::new(r.as_u64()))),
+                confirmed: access::Confirmed::default(),
                 cfg,
             }),
         }
@@ -364,6 +396,12 @@ impl Mirror {
 
     /// What this node has of `digest` (a peer's question).
     pub async fn here(&self, digest: &Digest) -> Here {
+        // Private blobs are not the LAN's (`access`): peers never hear of them.
+        if self.inner.store.is_private(digest)
+            || self.inner.fills.get(digest).is_some_and(|f| f.is_private())
+        {
+            return Here::Nothing;
+        }
         if let Some(size) = self.inner.store.blob_size(digest) {
             let infohash = match self.inner.store.torrent(*digest).await {
                 Ok(t) => t.map(|t| t.infohash),
@@ -443,7 +481,11 @@ impl Mirror {
         // Readers say where their bytes come from as they start, before the fill runs.
         let first = sources[0].kind();
         fill.set_source(first);
-        let news = inner.p2p.as_ref().map(|p| p.peers.clone());
+        // A private fill is this node's alone: the LAN hears neither that it runs nor
+        // that it is cached.
+        let news = (!fill.is_private())
+            .then(|| inner.p2p.as_ref().map(|p| p.peers.clone()))
+            .flatten();
         if let (Some(peers), BlobSource::Upstream) = (&news, first) {
             // This node fetches it from upstream: the LAN should come here for it.
             let peers = peers.clone();
@@ -527,12 +569,46 @@ impl Mirror {
         meta: &ClientMeta,
     ) -> Result<u64> {
         if let Some(size) = self.inner.store.blob_size(digest) {
+            if self.inner.store.is_private(digest) {
+                self.confirm(repo, digest, meta).await?;
+            }
             return Ok(size);
         }
         if let Some(fill) = self.inner.fills.get(digest) {
+            if fill.is_private() {
+                self.confirm(repo, digest, meta).await?;
+            }
             return Ok(fill.size());
         }
         Ok(self.origin(repo, digest, meta).await?.size())
+    }
+
+    /// Lets a client read a private blob only once upstream serves it to that client (its
+    /// credentials, or none): a probe, whose yes is kept briefly (`access`). A yes without
+    /// credentials makes the blob public, so the LAN may have it from then on.
+    async fn confirm(&self, repo: &RepoName, digest: &Digest, meta: &ClientMeta) -> Result<()> {
+        let inner = &self.inner;
+        if inner.confirmed.contains(repo, digest, meta) {
+            return Ok(());
+        }
+        let (upstream, upstream_repo) = inner.registries.resolve(repo);
+        let blob_error = |source: upstream::Error| Error::BlobUpstream {
+            repo: repo.clone(),
+            digest: *digest,
+            source: Arc::new(source),
+        };
+        upstream
+            .probe_blob(&upstream_repo, digest, meta)
+            .await
+            .map_err(blob_error)?;
+        inner.confirmed.insert(repo, digest, meta).await;
+        if meta.authorization.is_none() && inner.store.is_private(digest) {
+            tracing::info!(%digest, %repo, "upstream serves this private blob without credentials: it is public now");
+            if let Err(e) = inner.store.set_public(*digest).await {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "cannot record a blob as public");
+            }
+        }
+        Ok(())
     }
 
     /// Where a blob that is neither held nor filling would come from, the LAN first:
@@ -546,8 +622,12 @@ impl Mirror {
     /// A request from another node (a child in the tree) is answered the same way: this
     /// node takes the blob from its own parent. Parents come first in a fixed order, so the
     /// relays never form a loop.
+    ///
+    /// A client with credentials takes a blob peers hold (public bytes, whoever asks), but
+    /// else fetches it from upstream itself, privately: no LAN questions, no LAN tree.
     async fn origin(&self, repo: &RepoName, digest: &Digest, meta: &ClientMeta) -> Result<Origin> {
         let p2p = self.inner.p2p.as_ref();
+        let private = meta.authorization.is_some();
         let mut view = None;
         if let Some(p2p) = p2p {
             let mut holders = match p2p.peers.holders(digest).await {
@@ -557,7 +637,7 @@ impl Mirror {
                     Vec::new()
                 }
             };
-            if holders.is_empty() {
+            if holders.is_empty() && !private {
                 let asked = p2p.peers.ask(digest).await;
                 holders = asked.holders.clone();
                 view = Some(asked);
@@ -577,6 +657,9 @@ impl Mirror {
                 digest: *digest,
                 source,
             })?;
+        if private {
+            self.inner.confirmed.insert(repo, digest, meta).await;
+        }
         let (Some(p2p), Some(view)) = (p2p, view) else {
             return Ok(Origin::Upstream(probe));
         };
@@ -654,10 +737,16 @@ impl Mirror {
                 };
                 let min_span = inner.cfg.fetch.min_span.as_u64();
                 let size = origin.size();
-                match inner
-                    .fills
-                    .find_or_start(digest, held, || Fill::new(*digest, size, slots, min_span))
-                {
+                let private = meta.authorization.is_some() && matches!(origin, Origin::Upstream(_));
+                let new_fill = || {
+                    let fill = Fill::new(*digest, size, slots, min_span);
+                    if private {
+                        fill.mark_private()
+                    } else {
+                        fill
+                    }
+                };
+                match inner.fills.find_or_start(digest, held, new_fill) {
                     Found::Started(fill, permit) => {
                         self.start_fill(fill.clone(), permit, repo, meta, origin);
                         Found::Running(fill)
@@ -666,6 +755,13 @@ impl Mirror {
                 }
             }
         };
+        let private = match &found {
+            Found::Done(_) => inner.store.is_private(digest),
+            Found::Running(fill) | Found::Started(fill, _) => fill.is_private(),
+        };
+        if private {
+            self.confirm(repo, digest, meta).await?;
+        }
         match found {
             Found::Done(lease) => {
                 let stats = inner.stats.clone();
@@ -685,6 +781,21 @@ impl Mirror {
         }
     }
 
+    /// A client's token request on an intercepted registry host (`host`), passed to that
+    /// registry as it came (`Upstream::token`).
+    pub async fn token(
+        &self,
+        host: &str,
+        query: Option<&str>,
+        meta: &ClientMeta,
+    ) -> Result<upstream::Passed> {
+        let up = self.inner.registries.by_host(host);
+        up.token(query, meta).await.map_err(|e| Error::Token {
+            registry: up.registry().to_owned(),
+            source: Box::new(e),
+        })
+    }
+
     /// Upstream's view of a blob, briefly cached (a HEAD is usually followed by GETs).
     async fn probe(
         &self,
@@ -692,6 +803,14 @@ impl Mirror {
         digest: &Digest,
         meta: &ClientMeta,
     ) -> Result<BlobProbe, Arc<upstream::Error>> {
+        if meta.authorization.is_some() {
+            // Its answer is this client's alone.
+            let (upstream, repo) = self.inner.registries.resolve(repo);
+            return upstream
+                .probe_blob(&repo, digest, meta)
+                .await
+                .map_err(Arc::new);
+        }
         self.inner
             .cache
             .probe(*digest, async {

@@ -108,6 +108,8 @@ pub struct BlobRow {
     pub stamp: Option<String>,
     /// When its bytes were last hashed (0: not known).
     pub verified_ms: i64,
+    /// Fetched with a client's credentials: not offered to peers (`0006_private.sql`).
+    pub private: bool,
 }
 
 /// A manifest exactly as upstream sent it.
@@ -116,6 +118,9 @@ pub struct StoredManifest {
     pub digest: Digest,
     pub media_type: String,
     pub body: Bytes,
+    /// Fetched with a client's credentials: never an answer to anyone upstream has not
+    /// confirmed (`0006_private.sql`).
+    pub private: bool,
 }
 
 /// Identifies a tag lookup: the same tag may differ per upstream and per `Accept`.
@@ -212,6 +217,8 @@ struct BlobMeta {
     /// Tells this copy from a later one of the same digest, so that dropping a damaged
     /// copy never drops the one that replaced it.
     generation: u64,
+    /// Fetched with a client's credentials (`BlobRow::private`).
+    private: bool,
 }
 
 #[derive(Default)]
@@ -234,6 +241,7 @@ impl Blobs {
             stamp,
             verified_ms: row.verified_ms,
             generation: self.generations,
+            private: row.private,
         };
         if let Some(old) = self.map.insert(d, meta) {
             self.total -= old.size;
@@ -405,6 +413,9 @@ impl Store {
                         hits: 0,
                         stamp: stamp.map(|s| s.encode()),
                         verified_ms: now_ms(),
+                        // It may be a private blob whose row a crash lost (right after the
+                        // rename): kept from peers until upstream serves it to anyone.
+                        private: true,
                     };
                     index::insert_blob(&conn, &row)?;
                     blobs.insert(&row, stamp);
@@ -449,6 +460,23 @@ impl Store {
             hits: m.hits,
             last_access_ms: m.last_access_ms,
         })
+    }
+
+    /// Whether a held blob is private (fetched with a client's credentials).
+    pub fn is_private(&self, d: &Digest) -> bool {
+        lock(&self.inner.blobs)
+            .map
+            .get(d)
+            .is_some_and(|m| m.private)
+    }
+
+    /// Makes a private blob public: upstream served it without credentials.
+    pub async fn set_public(&self, d: Digest) -> Result<()> {
+        self.with_db(move |c| index::set_public(c, &d)).await?;
+        if let Some(m) = lock(&self.inner.blobs).map.get_mut(&d) {
+            m.private = false;
+        }
+        Ok(())
     }
 
     /// Size of a complete blob, if held.
@@ -619,13 +647,15 @@ impl Store {
 
     /// Makes a verified partial a complete blob: fsync, rename into place, fsync the
     /// directory, then the index rows (blob and torrent, in one transaction). Only after
-    /// all of that is it visible to readers.
+    /// all of that is it visible to readers. A `private` blob (fetched with a client's
+    /// credentials) is never offered to peers.
     pub async fn commit(
         &self,
         d: Digest,
         size: u64,
         file: Arc<File>,
         torrent: Option<TorrentRow>,
+        private: bool,
     ) -> Result<()> {
         let inner = self.inner.clone();
         let from = self.partial_path(&d);
@@ -639,7 +669,7 @@ impl Store {
             File::open(&dir)
                 .and_then(|f| f.sync_all())
                 .map_err(Error::io("fsync", &dir))?;
-            record_complete(&inner, d, size, torrent.as_ref())?;
+            record_complete(&inner, d, size, torrent.as_ref(), private)?;
             // A journal left behind (a crash right here) is removed at the next start.
             if let Err(e) = partial::remove_if_present(&journal) {
                 tracing::warn!(path = %journal.display(), error = %e, "cannot remove a journal");
@@ -682,7 +712,7 @@ impl Store {
             File::open(&dir)
                 .and_then(|f| f.sync_all())
                 .map_err(Error::io("fsync", &dir))?;
-            record_complete(&inner, d, size, torrent.as_ref())?;
+            record_complete(&inner, d, size, torrent.as_ref(), false)?;
             Ok(linked)
         })
         .await?
@@ -790,6 +820,7 @@ impl Store {
                         // Not written by update_access.
                         stamp: None,
                         verified_ms: 0,
+                        private: m.private,
                     }
                 })
                 .collect()
@@ -959,6 +990,7 @@ fn record_complete(
     d: Digest,
     size: u64,
     torrent: Option<&TorrentRow>,
+    private: bool,
 ) -> Result<()> {
     // The file as it is now, its bytes just verified (or adopted verified).
     let path = blob_path(&inner.root, &d);
@@ -970,6 +1002,7 @@ fn record_complete(
         hits: 0,
         stamp: Some(stamp.encode()),
         verified_ms: now_ms(),
+        private,
     };
     {
         let mut db = lock(&inner.db);

@@ -69,6 +69,14 @@ pub enum Error {
     Redirects { url: String },
     #[error("token request to {realm} failed: {what}")]
     Token { realm: String, what: String },
+    /// 401 or 403: the credentials sent (or none) do not reach this. `challenge` is
+    /// upstream's `WWW-Authenticate`, for the client to answer with its own credentials.
+    #[error("{url} answered {status}: not allowed with the credentials given")]
+    Denied {
+        url: String,
+        status: StatusCode,
+        challenge: Option<HeaderValue>,
+    },
     #[error("reading the body from {url} failed")]
     Body {
         url: String,
@@ -101,7 +109,27 @@ impl Error {
     /// which a fresh redirect from the registry cures.
     pub fn is_refused(&self) -> bool {
         matches!(self, Error::Status { status, .. } if status.is_client_error())
+            || matches!(self, Error::Denied { .. })
     }
+
+    /// Upstream refused these credentials (or their absence): 401 or 403.
+    pub fn denied(&self) -> Option<(StatusCode, Option<&HeaderValue>)> {
+        match self {
+            Error::Denied {
+                status, challenge, ..
+            } => Some((*status, challenge.as_ref())),
+            _ => None,
+        }
+    }
+}
+
+/// A 401 or 403 answer as `Error::Denied`, else `None`.
+fn denied(status: StatusCode, headers: &HeaderMap, at: &Url) -> Option<Error> {
+    matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN).then(|| Error::Denied {
+        url: redact(at),
+        status,
+        challenge: headers.get(WWW_AUTHENTICATE).cloned(),
+    })
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -124,9 +152,29 @@ pub struct ClientMeta {
     pub accept: Vec<HeaderValue>,
     /// The request came from another shoal node (it is never relayed to a third).
     pub from_peer: bool,
+    /// The client's own credentials, forwarded to the registry (never to a CDN it
+    /// redirects to). What they fetch is private to those who upstream lets see it.
+    pub authorization: Option<HeaderValue>,
 }
 
 impl ClientMeta {
+    /// A fingerprint of the client's credentials (SHA-256 of its `Authorization`), to key
+    /// what upstream confirmed for them without keeping the secret; `None` for anonymous.
+    pub fn credential(&self) -> Option<[u8; 32]> {
+        use sha2::Digest as _;
+        self.authorization
+            .as_ref()
+            .map(|a| sha2::Sha256::digest(a.as_bytes()).into())
+    }
+
+    /// The same request without credentials.
+    pub fn anonymous(&self) -> ClientMeta {
+        ClientMeta {
+            authorization: None,
+            ..self.clone()
+        }
+    }
+
     /// The key under which a tag's answer is cached: the media types the client accepts,
     /// as a sorted set without parameters, so that order (Docker sends the same types in
     /// several orders) and `;q=` do not split the cache or bypass it when upstream is down.
@@ -170,6 +218,8 @@ pub enum ManifestAnswer {
         status: StatusCode,
         content_type: Option<HeaderValue>,
         body: Bytes,
+        /// Upstream's `WWW-Authenticate` on a 401.
+        challenge: Option<HeaderValue>,
     },
 }
 
@@ -180,6 +230,14 @@ pub struct TagList {
     pub content_type: Option<HeaderValue>,
     /// The query of the next page (`n=...&last=...`), from upstream's `Link`.
     pub next: Option<String>,
+}
+
+/// An answer passed back to the client as upstream gave it.
+#[derive(Debug)]
+pub struct Passed {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: Bytes,
 }
 
 /// Where a blob's bytes are and how big it is.
@@ -301,10 +359,11 @@ impl Upstream {
             }
             let deadline = Instant::now() + timeout;
             let (resp, at) = self
-                .send(Method::GET, url.clone(), headers, repo, timeout)
+                .send(Method::GET, url.clone(), headers, repo, meta, timeout)
                 .await?;
             let status = resp.status();
             let content_type = resp.headers().get(CONTENT_TYPE).cloned();
+            let challenge = resp.headers().get(WWW_AUTHENTICATE).cloned();
             if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                 return Err(Error::Status {
                     url: redact(&at),
@@ -327,6 +386,7 @@ impl Upstream {
                     status,
                     content_type,
                     body,
+                    challenge,
                 })
             } else {
                 Err(Error::Status {
@@ -360,10 +420,14 @@ impl Upstream {
                     url.clone(),
                     self.client_headers(meta),
                     repo,
+                    meta,
                     timeout,
                 )
                 .await?;
             let status = resp.status();
+            if let Some(e) = denied(status, resp.headers(), &at) {
+                return Err(e);
+            }
             match status {
                 StatusCode::OK => {}
                 StatusCode::NOT_FOUND => return Err(Error::NotFound { url: redact(&at) }),
@@ -389,6 +453,43 @@ impl Upstream {
         .await
     }
 
+    /// Passes a client's token request to the registry's own token endpoint (`/v2/token`
+    /// with the client's query and credentials: ollama's signed key, a Basic login), and
+    /// its answer back, untouched and kept nowhere.
+    pub async fn token(&self, query: Option<&str>, meta: &ClientMeta) -> Result<Passed> {
+        let mut url = self.url("/v2/token");
+        url.set_query(query);
+        let timeout = self.cfg.request_timeout;
+        let repo: RepoName = "token".parse().map_err(|_| Error::Invalid {
+            url: redact(&url),
+            what: "token".into(),
+        })?;
+        let (resp, at) = self
+            .send(
+                Method::GET,
+                url,
+                self.client_headers(meta),
+                &repo,
+                meta,
+                timeout,
+            )
+            .await?;
+        let status = resp.status();
+        let content_type = resp.headers().get(CONTENT_TYPE).cloned();
+        let body = read_limited(
+            resp.into_body(),
+            MAX_ERROR_BODY,
+            Instant::now() + timeout,
+            &at,
+        )
+        .await?;
+        Ok(Passed {
+            status,
+            content_type,
+            body,
+        })
+    }
+
     /// Finds a blob's size and final location with one `Range: bytes=0-0` GET, following
     /// redirects. (A HEAD would do for size, but presigned URLs are often signed for GET
     /// only, and the GET also tells whether the location honours ranges.)
@@ -408,11 +509,15 @@ impl Upstream {
                     url.clone(),
                     headers,
                     repo,
+                    meta,
                     self.cfg.request_timeout,
                 )
                 .await?;
             let status = resp.status();
             let h = resp.headers();
+            if let Some(e) = denied(status, h, &at) {
+                return Err(e);
+            }
             let invalid = |what: &str| Error::Invalid {
                 url: redact(&at),
                 what: what.to_owned(),
@@ -457,17 +562,18 @@ impl Upstream {
         .await
     }
 
-    /// Starts a GET of `[start, end)` at a blob location. The caller reads the body with its
-    /// own stall timer; `timeout` bounds the wait for response headers.
+    /// Starts a GET of `span` at a blob location (`whole`: of all of it, for a location
+    /// that ignores ranges). The caller reads the body with its own stall timer; `timeout`
+    /// bounds the wait for response headers. `meta`'s credentials go only to the registry.
     pub async fn get_range(
         &self,
-        repo: &RepoName,
+        (repo, meta): (&RepoName, &ClientMeta),
         location: &Url,
-        start: u64,
-        end: u64,
+        span: std::ops::Range<u64>,
         whole: bool,
         timeout: Duration,
     ) -> Result<RangeResponse> {
+        let std::ops::Range { start, end } = span;
         let mut headers = HeaderMap::new();
         headers.insert(USER_AGENT, HeaderValue::from_static(SHOAL_UA));
         if !whole {
@@ -481,7 +587,7 @@ impl Upstream {
             );
         }
         let (resp, at) = self
-            .send(Method::GET, location.clone(), headers, repo, timeout)
+            .send(Method::GET, location.clone(), headers, repo, meta, timeout)
             .await?;
         let url = redact(&at);
         match resp.status() {
@@ -542,14 +648,18 @@ impl Upstream {
         }
     }
 
-    /// One request, following redirects and answering a Bearer challenge once. Returns the
-    /// response and the URL that gave it.
+    /// One request, following redirects. Returns the response and the URL that gave it.
+    ///
+    /// The client's own `Authorization` goes to the registry as it came, and a 401 comes
+    /// back for the client to answer. Without one, a Bearer challenge is answered once
+    /// with an anonymous token of shoal's own.
     async fn send(
         &self,
         method: Method,
         mut url: Url,
         headers: HeaderMap,
         repo: &RepoName,
+        meta: &ClientMeta,
         timeout: Duration,
     ) -> Result<(Response<Incoming>, Url)> {
         let mut tried_token = false;
@@ -567,8 +677,12 @@ impl Upstream {
             // Credentials only ever go to the registry itself, never to a CDN it redirects to.
             let to_registry = self.is_registry(&url);
             if to_registry {
-                if let Some(t) = self.cached_token(repo) {
-                    req.headers_mut().insert(AUTHORIZATION, t);
+                let auth = match &meta.authorization {
+                    Some(a) => Some(a.clone()),
+                    None => self.cached_token(repo),
+                };
+                if let Some(a) = auth {
+                    req.headers_mut().insert(AUTHORIZATION, a);
                 }
             }
             let resp = match tokio::time::timeout(timeout, self.client.request(req)).await {
@@ -602,7 +716,11 @@ impl Upstream {
                 url = next;
                 continue;
             }
-            if status == StatusCode::UNAUTHORIZED && to_registry && !tried_token {
+            if status == StatusCode::UNAUTHORIZED
+                && to_registry
+                && !tried_token
+                && meta.authorization.is_none()
+            {
                 tried_token = true;
                 if let Some(ch) =
                     header_str(resp.headers(), &WWW_AUTHENTICATE).and_then(auth::parse_challenge)

@@ -142,6 +142,10 @@ impl HttpError {
             | HttpError::Metrics(_)
             | HttpError::Models(_) => (S::INTERNAL_SERVER_ERROR, ErrorCode::Unavailable),
             HttpError::Mirror(e) => match e.kind() {
+                ErrorKind::Denied => match e.denial() {
+                    Some((true, _)) => (S::UNAUTHORIZED, ErrorCode::Unauthorized),
+                    _ => (S::FORBIDDEN, ErrorCode::Denied),
+                },
                 ErrorKind::NotFound => (
                     S::NOT_FOUND,
                     match subject {
@@ -179,6 +183,11 @@ impl HttpError {
         if let HttpError::Mirror(e) = &self {
             if let Some(size) = e.unsatisfiable_size() {
                 builder = builder.header(CONTENT_RANGE, format!("bytes */{size}"));
+            }
+            // The client answers upstream's challenge with its own credentials, and
+            // asks again (containerd, ollama).
+            if let Some((_, Some(challenge))) = e.denial() {
+                builder = builder.header(http::header::WWW_AUTHENTICATE, challenge);
             }
         }
         let bodyless = shape.ranged || shape.head || status == StatusCode::RANGE_NOT_SATISFIABLE;

@@ -10,8 +10,8 @@
 
 use futures_util::TryStreamExt;
 use http::header::{
-    ACCEPT, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LOCATION, RANGE,
-    USER_AGENT,
+    ACCEPT, ACCEPT_RANGES, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    LOCATION, RANGE, USER_AGENT,
 };
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::StreamBody;
@@ -41,6 +41,7 @@ fn client_meta(req: &Request<Incoming>) -> ClientMeta {
         user_agent: req.headers().get(USER_AGENT).cloned(),
         accept: req.headers().get_all(ACCEPT).iter().cloned().collect(),
         from_peer: req.headers().contains_key(crate::p2p::lan::PEER_HEADER),
+        authorization: req.headers().get(AUTHORIZATION).cloned(),
     }
 }
 
@@ -103,11 +104,14 @@ pub async fn manifest(
             status,
             content_type,
             body,
+            challenge,
         } => {
-            // ollama answers a 401 with a signed-token flow; never send one.
-            let status = match StatusCode::from_u16(status) {
-                Ok(StatusCode::UNAUTHORIZED) | Err(_) => StatusCode::FORBIDDEN,
-                Ok(s) => s,
+            // A 401 goes back with upstream's challenge, which the client answers with
+            // its own credentials (containerd's Basic or Bearer, ollama's signed token);
+            // a 401 without one would leave it nothing to do, so it becomes a 403.
+            let status = match (StatusCode::from_u16(status), &challenge) {
+                (Ok(StatusCode::UNAUTHORIZED), None) | (Err(_), _) => StatusCode::FORBIDDEN,
+                (Ok(s), _) => s,
             };
             tracing::debug!(%status, "upstream refused the manifest; passing it through");
             let mut builder = Response::builder()
@@ -116,10 +120,39 @@ pub async fn manifest(
             if let Some(ct) = content_type {
                 builder = builder.header(CONTENT_TYPE, hv(&ct));
             }
+            if let (StatusCode::UNAUTHORIZED, Some(ch)) = (status, &challenge) {
+                builder = builder.header(http::header::WWW_AUTHENTICATE, hv(ch));
+            }
             builder.body(if head { empty() } else { full(body) })
         }
     };
     Ok(resp?)
+}
+
+/// `GET /v2/token` on an intercepted registry host (proxy or DNS mode): the realm of that
+/// registry's challenges. A client answering a `401` (ollama signs with its key; hf.co's
+/// realm is `huggingface.co/v2/token`) gets its token from the registry itself, through
+/// here; shoal keeps none of it. Elsewhere there is no such endpoint.
+pub async fn token(
+    state: &State,
+    req: &Request<Incoming>,
+    via: Option<&str>,
+) -> Result<Response<Body>, HttpError> {
+    let Some(host) = via else {
+        return Err(HttpError::Route(crate::oci::RouteError::NotFound));
+    };
+    let passed = state
+        .mirror
+        .token(host, req.uri().query(), &client_meta(req))
+        .await?;
+    let mut builder = Response::builder()
+        .status(passed.status)
+        .header(CONTENT_LENGTH, passed.body.len())
+        .header(http::header::CACHE_CONTROL, "no-store");
+    if let Some(ct) = passed.content_type {
+        builder = builder.header(CONTENT_TYPE, ct);
+    }
+    Ok(builder.body(full(passed.body))?)
 }
 
 /// `GET /v2/<name>/tags/list[?n=&last=]`: upstream's page, with its `Link` to the next one

@@ -72,6 +72,7 @@ impl Endpoint {
             Endpoint::Registry(Route::Manifest { .. }) => "manifest",
             Endpoint::Registry(Route::Blob { .. }) => "blob",
             Endpoint::Registry(Route::Tags { .. }) => "tags",
+            Endpoint::Registry(Route::Token) => "token",
             Endpoint::Health => "health",
             Endpoint::Stats => "stats",
             Endpoint::Torrent { .. } => "torrent",

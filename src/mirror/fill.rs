@@ -209,6 +209,8 @@ pub struct Fill {
     write_turn: tokio::sync::Mutex<()>,
     /// Where the bytes came from, for the record (`report`).
     fed: Mutex<Fed>,
+    /// Fetched with a client's credentials: committed private, never offered to peers.
+    private: std::sync::atomic::AtomicBool,
 }
 
 /// Who fed a fill.
@@ -324,7 +326,19 @@ impl Fill {
             sched_tx: watch::Sender::new(0),
             write_turn: tokio::sync::Mutex::new(()),
             fed: Mutex::new(Fed::default()),
+            private: Default::default(),
         })
+    }
+
+    /// Marks a fill that fetches with a client's credentials, before anyone can join it.
+    pub fn mark_private(self: Arc<Self>) -> Arc<Self> {
+        self.private
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
+    pub fn is_private(&self) -> bool {
+        self.private.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Notes where bytes come from (a source calls this when it starts using a peer, or
@@ -713,7 +727,7 @@ impl Fill {
         }
         .into_row();
         ctx.store
-            .commit(self.digest, self.size, file, torrent)
+            .commit(self.digest, self.size, file, torrent, self.is_private())
             .await
             .map_err(|e| Failure::store(&e))
     }

@@ -3,6 +3,10 @@
 //! `tag_ttl`, then revalidated upstream with the client's User-Agent and Accept; when
 //! upstream is unreachable the last copy is served (stale-if-error). Upstream 4xx answers
 //! (404, 412 "requires a newer version") pass through untouched and are not cached.
+//!
+//! A client with credentials (`Authorization`) is answered by upstream with them: its tags
+//! are never taken from or written to the shared tag cache, and the manifests it fetched
+//! are stored private, served again only to a client upstream served them to (`access`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +37,8 @@ pub enum ManifestOutcome {
         status: u16,
         content_type: Option<String>,
         body: Bytes,
+        /// Upstream's `WWW-Authenticate` on a 401, for the client to answer.
+        challenge: Option<String>,
     },
 }
 
@@ -78,7 +84,19 @@ impl Mirror {
         Ok(Some(m))
     }
 
-    async fn save(&self, m: StoredManifest, tag: Option<(TagKey, TagRow)>) {
+    async fn save(&self, mut m: StoredManifest, tag: Option<(TagKey, TagRow)>) {
+        // Once served without credentials it is public, whoever fetches it again (the
+        // store keeps the same rule).
+        if m.private
+            && self
+                .inner
+                .cache
+                .manifest(&m.digest)
+                .await
+                .is_some_and(|old| !old.private)
+        {
+            m.private = false;
+        }
         let m = Arc::new(m);
         self.inner.cache.put_manifest(m.clone()).await;
         if let Some((k, row)) = &tag {
@@ -103,8 +121,12 @@ impl Mirror {
         meta: &ClientMeta,
     ) -> Result<ManifestOutcome> {
         if let Some(m) = self.stored_manifest(d).await? {
-            Stats::add(&self.inner.stats.manifest_hits, 1);
-            return Ok(ManifestOutcome::Found((&*m).into()));
+            // A private one only for a client upstream served it to; anyone else asks
+            // upstream, which answers them as it would without shoal.
+            if !m.private || self.inner.confirmed.contains(repo, d, meta) {
+                Stats::add(&self.inner.stats.manifest_hits, 1);
+                return Ok(ManifestOutcome::Found((&*m).into()));
+            }
         }
         Stats::add(&self.inner.stats.manifest_misses, 1);
         let (upstream, upstream_repo) = self.inner.registries.resolve(repo);
@@ -126,7 +148,11 @@ impl Mirror {
                     digest: got,
                     media_type: media_type(content_type.as_deref(), &body),
                     body,
+                    private: meta.authorization.is_some(),
                 };
+                if m.private {
+                    self.inner.confirmed.insert(repo, d, meta).await;
+                }
                 let reply = (&m).into();
                 self.save(m, None).await;
                 Ok(ManifestOutcome::Found(reply))
@@ -141,6 +167,9 @@ impl Mirror {
         tag: &str,
         meta: &ClientMeta,
     ) -> Result<ManifestOutcome> {
+        if meta.authorization.is_some() {
+            return self.private_manifest_by_tag(repo, tag, meta).await;
+        }
         // Tags are kept by registry and the repository as that registry names it.
         let (upstream, upstream_repo) = self.inner.registries.resolve(repo);
         let key = TagKey {
@@ -206,6 +235,7 @@ impl Mirror {
                     digest: Digest::of(&body),
                     media_type: media_type(content_type.as_deref(), &body),
                     body,
+                    private: false,
                 };
                 let reply = (&m).into();
                 let row = TagRow {
@@ -232,8 +262,46 @@ impl Mirror {
         }
     }
 
+    /// A tag asked with credentials: always upstream's answer to them (there is no stale
+    /// copy to fall back on), its manifest kept private and confirmed for this client, so
+    /// that the by-digest requests that follow are served from the store.
+    async fn private_manifest_by_tag(
+        &self,
+        repo: &RepoName,
+        tag: &str,
+        meta: &ClientMeta,
+    ) -> Result<ManifestOutcome> {
+        let (upstream, upstream_repo) = self.inner.registries.resolve(repo);
+        let reference = Reference::Tag(tag.to_owned());
+        let answer = upstream
+            .manifest(&upstream_repo, &reference, meta, false)
+            .await
+            .map_err(|source| Error::ManifestUpstream {
+                repo: repo.clone(),
+                reference: tag.to_owned(),
+                source: Box::new(source),
+            })?;
+        match answer {
+            ManifestAnswer::Found { body, content_type } => {
+                Stats::add(&self.inner.stats.manifest_misses, 1);
+                let m = StoredManifest {
+                    digest: Digest::of(&body),
+                    media_type: media_type(content_type.as_deref(), &body),
+                    body,
+                    private: true,
+                };
+                self.inner.confirmed.insert(repo, &m.digest, meta).await;
+                let reply = (&m).into();
+                self.save(m, None).await;
+                Ok(ManifestOutcome::Found(reply))
+            }
+            refused => Ok(refused_outcome(refused)),
+        }
+    }
+
     /// A page of a repository's tags (`skopeo inspect` lists them): passed through from
-    /// upstream, kept for `tag_ttl`, and served however old when upstream fails.
+    /// upstream, kept for `tag_ttl`, and served however old when upstream fails. With
+    /// credentials, upstream's answer to them, kept for no one.
     pub async fn tag_list(
         &self,
         repo: &RepoName,
@@ -241,6 +309,16 @@ impl Mirror {
         meta: &ClientMeta,
     ) -> Result<TagList> {
         let (upstream, upstream_repo) = self.inner.registries.resolve(repo);
+        if meta.authorization.is_some() {
+            return upstream
+                .tag_list(&upstream_repo, query, meta)
+                .await
+                .map_err(|e| Error::ManifestUpstream {
+                    repo: repo.clone(),
+                    reference: "tags/list".to_owned(),
+                    source: Box::new(e),
+                });
+        }
         let key = (
             upstream.registry().to_owned(),
             upstream_repo.to_string(),
@@ -316,15 +394,18 @@ fn refused_outcome(answer: ManifestAnswer) -> ManifestOutcome {
             status,
             content_type,
             body,
+            challenge,
         } => ManifestOutcome::Refused {
             status: status.as_u16(),
             content_type: content_type.and_then(|v| v.to_str().ok().map(str::to_owned)),
             body,
+            challenge: challenge.and_then(|v| v.to_str().ok().map(str::to_owned)),
         },
         ManifestAnswer::Found { .. } => ManifestOutcome::Refused {
             status: 502,
             content_type: None,
             body: Bytes::new(),
+            challenge: None,
         },
     }
 }

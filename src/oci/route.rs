@@ -21,6 +21,9 @@ pub enum Route {
     Tags {
         name: RepoName,
     },
+    /// `GET /v2/token`: a registry's token endpoint, as the realm of its challenges names
+    /// it (hf.co's is `https://huggingface.co/v2/token`).
+    Token,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -50,6 +53,9 @@ pub fn parse_route(path: &str) -> Result<Route, RouteError> {
     };
     if rest == "_catalog" {
         return Err(RouteError::Unsupported("the catalog"));
+    }
+    if rest == "token" {
+        return Ok(Route::Token);
     }
     // <name>/<kind>/<last>, where <name> itself may contain slashes.
     let (head, last) = rest.rsplit_once('/').ok_or(RouteError::NotFound)?;
@@ -82,6 +88,8 @@ mod tests {
     fn routes() {
         assert_eq!(parse_route("/v2/"), Ok(Route::Base));
         assert_eq!(parse_route("/v2"), Ok(Route::Base));
+        assert_eq!(parse_route("/v2/token"), Ok(Route::Token));
+        assert_eq!(parse_route("/v2/token/x"), Err(RouteError::NotFound));
         assert_eq!(parse_route("/_shoal/v1/health"), Err(RouteError::NotFound));
         match parse_route("/v2/library/granite-code/manifests/8b") {
             Ok(Route::Manifest { name, reference }) => {

@@ -217,7 +217,8 @@ impl Swarm {
 
     async fn add(&self, digest: Digest) -> std::result::Result<Arc<Seed>, AddError> {
         let lease = self.store.acquire(&digest).ok_or(AddError::NotHeld)?;
-        if lease.size() == 0 {
+        // A private blob (fetched with a client's credentials) is not the swarm's.
+        if lease.size() == 0 || self.store.is_private(&digest) {
             return Err(AddError::NotHeld);
         }
         let info = self.torrent_info(digest, &lease).await?;

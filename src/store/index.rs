@@ -17,6 +17,7 @@ static MIGRATIONS: LazyLock<Migrations<'static>> = LazyLock::new(|| {
         M::up(include_str!("../../migrations/0003_peers.sql")),
         M::up(include_str!("../../migrations/0004_blob_stamps.sql")),
         M::up(include_str!("../../migrations/0005_pins.sql")),
+        M::up(include_str!("../../migrations/0006_private.sql")),
     ])
 });
 
@@ -25,6 +26,15 @@ pub(super) fn open(path: &Path) -> Result<Connection, rusqlite_migration::Error>
     configure(&mut conn)?;
     MIGRATIONS.to_latest(&mut conn)?;
     Ok(conn)
+}
+
+/// A private blob turned out to be public (upstream served it without credentials).
+pub(super) fn set_public(conn: &Connection, d: &Digest) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE blobs SET private = 0 WHERE digest = ?1",
+        [d.to_string()],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -64,8 +74,9 @@ fn digest_col(s: String) -> rusqlite::Result<Digest> {
 }
 
 pub(super) fn load_blobs(conn: &Connection) -> rusqlite::Result<Vec<BlobRow>> {
-    let mut stmt =
-        conn.prepare("SELECT digest, size, last_access_ms, hits, stamp, verified_ms FROM blobs")?;
+    let mut stmt = conn.prepare(
+        "SELECT digest, size, last_access_ms, hits, stamp, verified_ms, private FROM blobs",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok(BlobRow {
             digest: digest_col(r.get(0)?)?,
@@ -74,6 +85,7 @@ pub(super) fn load_blobs(conn: &Connection) -> rusqlite::Result<Vec<BlobRow>> {
             hits: r.get::<_, i64>(3)? as u64,
             stamp: r.get(4)?,
             verified_ms: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
+            private: r.get(6)?,
         })
     })?;
     rows.collect()
@@ -135,18 +147,19 @@ pub(super) fn repo_of(conn: &Connection, d: &Digest) -> rusqlite::Result<Option<
 
 pub(super) fn insert_blob(conn: &Connection, row: &BlobRow) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT INTO blobs (digest, size, created_ms, last_access_ms, hits, stamp, verified_ms)
-         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)
+        "INSERT INTO blobs (digest, size, created_ms, last_access_ms, hits, stamp, verified_ms, private)
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(digest) DO UPDATE SET size = excluded.size,
              last_access_ms = excluded.last_access_ms, stamp = excluded.stamp,
-             verified_ms = excluded.verified_ms",
+             verified_ms = excluded.verified_ms, private = excluded.private",
         params![
             row.digest.to_string(),
             row.size as i64,
             row.last_access_ms,
             row.hits as i64,
             row.stamp,
-            row.verified_ms
+            row.verified_ms,
+            row.private
         ],
     )?;
     Ok(())
@@ -233,13 +246,14 @@ pub(super) fn update_access(conn: &mut Connection, rows: &[BlobRow]) -> rusqlite
 
 pub(super) fn manifest(conn: &Connection, d: &Digest) -> rusqlite::Result<Option<StoredManifest>> {
     conn.query_row(
-        "SELECT media_type, body FROM manifests WHERE digest = ?1",
+        "SELECT media_type, body, private FROM manifests WHERE digest = ?1",
         [d.to_string()],
         |r| {
             Ok(StoredManifest {
                 digest: *d,
                 media_type: r.get(0)?,
                 body: r.get::<_, Vec<u8>>(1)?.into(),
+                private: r.get(2)?,
             })
         },
     )
@@ -338,9 +352,10 @@ pub(super) fn put_manifest(
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     tx.execute(
-        "INSERT INTO manifests (digest, media_type, body, created_ms, last_access_ms) VALUES (?1, ?2, ?3, ?4, ?4)
-         ON CONFLICT(digest) DO UPDATE SET last_access_ms = excluded.last_access_ms, hits = hits + 1",
-        params![m.digest.to_string(), m.media_type, &m.body[..], now_ms],
+        "INSERT INTO manifests (digest, media_type, body, created_ms, last_access_ms, private) VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+         ON CONFLICT(digest) DO UPDATE SET last_access_ms = excluded.last_access_ms, hits = hits + 1,
+             private = min(private, excluded.private)",
+        params![m.digest.to_string(), m.media_type, &m.body[..], now_ms, m.private],
     )?;
     if let Some(k) = tag {
         tx.execute(
@@ -431,7 +446,8 @@ pub(super) fn set_setting(conn: &Connection, name: &str, value: &str) -> rusqlit
 /// The complete blobs with their infohash: what this node offers its peers.
 pub(super) fn catalog(conn: &Connection) -> rusqlite::Result<Vec<CatalogEntry>> {
     let mut stmt = conn.prepare(
-        "SELECT b.digest, b.size, t.infohash FROM blobs b JOIN torrents t ON t.digest = b.digest",
+        "SELECT b.digest, b.size, t.infohash FROM blobs b JOIN torrents t ON t.digest = b.digest
+         WHERE b.private = 0",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(CatalogEntry {
@@ -634,6 +650,7 @@ mod tests {
             hits: 0,
             stamp: Some("1:2.3".into()),
             verified_ms: 4,
+            private: false,
         };
         insert_blob(&conn, &row).unwrap();
         update_access(
@@ -661,6 +678,7 @@ mod tests {
             digest: Digest::of(b"{}"),
             media_type: "application/json".into(),
             body: bytes::Bytes::from_static(b"{}"),
+            private: false,
         };
         let key = TagKey {
             registry: "r".into(),

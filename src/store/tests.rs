@@ -12,7 +12,10 @@ async fn put_blob(store: &Store, data: &[u8]) -> Digest {
     .await
     .unwrap();
     let len = std::fs::metadata(store.partial_path(&d)).unwrap().len();
-    store.commit(d, len, Arc::new(file), None).await.unwrap();
+    store
+        .commit(d, len, Arc::new(file), None, false)
+        .await
+        .unwrap();
     d
 }
 
@@ -124,7 +127,7 @@ async fn torrents_go_with_their_blob() {
         pieces: vec![1; 20],
     };
     store
-        .commit(d, 6, Arc::new(file), Some(t.clone()))
+        .commit(d, 6, Arc::new(file), Some(t.clone()), false)
         .await
         .unwrap();
     assert_eq!(store.torrent(d).await.unwrap(), Some(t.clone()));
@@ -281,7 +284,7 @@ async fn put_with_torrent(store: &Store, data: &[u8]) -> Digest {
     .await
     .unwrap();
     store
-        .commit(d, data.len() as u64, Arc::new(file), row)
+        .commit(d, data.len() as u64, Arc::new(file), row, false)
         .await
         .unwrap();
     d

@@ -152,6 +152,17 @@ impl Registries {
         })
     }
 
+    /// The registry that requests on an intercepted host (proxy or DNS mode) go to: the
+    /// one of that name, else the default (as `qualify` routes them).
+    pub fn by_host(&self, host: &str) -> &Arc<Upstream> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.hosts
+            .get(&host)
+            .and_then(|name| name.as_deref())
+            .and_then(|name| self.named.get(name))
+            .unwrap_or(&self.default)
+    }
+
     /// The registry of a repository in shoal's form, and the repository as that registry
     /// names it.
     pub fn resolve(&self, repo: &RepoName) -> (&Arc<Upstream>, RepoName) {

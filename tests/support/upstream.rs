@@ -48,6 +48,10 @@ pub struct Faults {
     pub registry_503: bool,
     /// Registry requires a Bearer token from its `/token` endpoint, as Docker Hub does.
     pub require_token: bool,
+    /// Repositories (by prefix) that only a client sending this exact `Authorization`
+    /// may read; others get 401 with a Basic challenge, as `docker-registry` with
+    /// htpasswd answers.
+    pub private: Option<(String, String)>,
     /// The CDN ignores `Range` and always sends the whole blob with 200.
     pub ignore_range: bool,
     /// Blob redirects go to a signed bridge URL first, which redirects to the CDN, as
@@ -67,6 +71,8 @@ pub struct Counters {
     pub token_requests: AtomicUsize,
     /// CDN requests that carried an Authorization header (credentials must not leak there).
     pub cdn_auth_headers: AtomicUsize,
+    /// Requests refused for a private repository (`Faults::private`).
+    pub denied: AtomicUsize,
 }
 
 pub struct Repo {
@@ -273,9 +279,9 @@ fn status(code: StatusCode, body: &str) -> Response<Body> {
 const TOKEN: &str = "anon-token-1";
 
 fn registry_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
-    let (unavailable, require_token) = {
+    let (unavailable, require_token, private) = {
         let f = s.faults.lock().unwrap();
-        (f.registry_503, f.require_token)
+        (f.registry_503, f.require_token, f.private.clone())
     };
     if unavailable {
         return status(StatusCode::SERVICE_UNAVAILABLE, r#"{"errors":[]}"#);
@@ -291,6 +297,40 @@ fn registry_route(s: &Shared, req: Request<Incoming>) -> Response<Body> {
             StatusCode::OK,
             &format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#),
         );
+    }
+    if path == "/v2/token" {
+        // A registry's own token endpoint (hf.co's realm is huggingface.co/v2/token):
+        // the token names the credentials it was asked with.
+        s.counts.token_requests.fetch_add(1, SeqCst);
+        let Some(auth) = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return status(
+                StatusCode::UNAUTHORIZED,
+                r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
+            );
+        };
+        let q = req.uri().query().unwrap_or("");
+        return status(
+            StatusCode::OK,
+            &serde_json::json!({ "token": format!("for {auth} {q}") }).to_string(),
+        );
+    }
+    if let Some((prefix, credential)) = private {
+        let sent = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if path.starts_with(&format!("/v2/{prefix}")) && sent != Some(credential.as_str()) {
+            s.counts.denied.fetch_add(1, SeqCst);
+            return Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header("www-authenticate", r#"Basic realm="fake-private""#)
+                .body(full(r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#))
+                .unwrap();
+        }
     }
     if require_token {
         let ok = req

@@ -586,8 +586,12 @@ impl RangeFetch for UpstreamBlob {
     }
 
     fn get(&self, start: u64, end: u64) -> BoxFuture<'static, Result<RangeBody, FetchError>> {
-        let (upstream, repo, timeout) =
-            (self.upstream.clone(), self.repo.clone(), self.stall_timeout);
+        let (upstream, repo, meta, timeout) = (
+            self.upstream.clone(),
+            self.repo.clone(),
+            self.meta.clone(),
+            self.stall_timeout,
+        );
         let location = self.location();
         Box::pin(async move {
             let Some(loc) = location else {
@@ -596,7 +600,7 @@ impl RangeFetch for UpstreamBlob {
                 )));
             };
             let resp = upstream
-                .get_range(&repo, &loc.url, start, end, !loc.ranges, timeout)
+                .get_range((&repo, &meta), &loc.url, start..end, !loc.ranges, timeout)
                 .await
                 .map_err(|e| {
                     if e.is_not_found() {
