@@ -1,10 +1,12 @@
 //! The real software the end-to-end tests run around shoal: child processes bounded in
 //! time and kept on loopback, Debian's `docker-registry` as an upstream, and oras-py
-//! (`tests/e2e/oras_client.py`) as an OCI client. Used by `e2e_registry` and `e2e_clients`.
+//! (`tests/e2e/oras_client.py`) as an OCI client, and the real `curl` and containerd's
+//! `ctr`. Used by `e2e_registry`, `e2e_clients` and `e2e_auth`.
 
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::Method;
@@ -93,6 +95,58 @@ pub async fn need(program: &str, hint: &str, missing: &mut Vec<String>) -> bool 
     ok
 }
 
+pub const HTPASSWD_HINT: &str =
+    "htpasswd (docker-registry's users file): apt-get install apache2-utils";
+
+/// Whether `htpasswd` runs (it has no `--version`: this makes one entry).
+pub async fn htpasswd_available() -> bool {
+    let mut cmd = Command::new("htpasswd");
+    cmd.args(["-Bbn", "probe", "probe"]);
+    runs(cmd, Duration::from_secs(10)).await
+}
+
+/// One line of an htpasswd file for `user` (bcrypt, which docker-registry requires).
+pub async fn htpasswd_entry(user: &str, password: &str) -> String {
+    let mut cmd = Command::new("htpasswd");
+    cmd.args(["-Bbn", user, password]);
+    let out = run(cmd, COMMAND_LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("htpasswd: {e}"));
+    assert!(out.status.success(), "htpasswd: {}", out.describe());
+    out.stdout_str().trim().to_owned()
+}
+
+/// Where containerd's socket may be: its own service, or the one the Docker engine
+/// starts for itself. `CONTAINERD_ADDRESS` (as `ctr` reads it) comes first.
+pub const CONTAINERD_SOCKETS: [&str; 2] = [
+    "/run/containerd/containerd.sock",
+    "/var/run/docker/containerd/containerd.sock",
+];
+
+/// The socket of a containerd that `ctr` reaches, or `None` after adding what is
+/// missing (ctr itself, or a running containerd) to `missing`.
+pub async fn find_containerd(missing: &mut Vec<String>) -> Option<String> {
+    let ctr_hint = "ctr (containerd's CLI): apt-get install containerd";
+    if !need("ctr", ctr_hint, missing).await {
+        return None;
+    }
+    let mut cands: Vec<String> = std::env::var("CONTAINERD_ADDRESS").into_iter().collect();
+    cands.extend(CONTAINERD_SOCKETS.iter().map(|s| s.to_string()));
+    for sock in cands {
+        let mut cmd = Command::new("ctr");
+        cmd.args(["--address", &sock, "--timeout", "5s", "version"]);
+        if runs(cmd, Duration::from_secs(15)).await {
+            return Some(sock);
+        }
+    }
+    missing.push(format!(
+        "a running containerd that ctr can reach (tried CONTAINERD_ADDRESS and {}; \
+         start containerd, as root)",
+        CONTAINERD_SOCKETS.join(", ")
+    ));
+    None
+}
+
 // ---------------------------------------------------------------------------------------
 // Child processes
 
@@ -158,6 +212,71 @@ pub async fn run(mut cmd: Command, limit: Duration) -> Result<Output, String> {
     })
 }
 
+/// Runs `prog args` on loopback only, bounded; the output whatever the exit status.
+pub async fn exec(prog: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    no_proxy(&mut cmd);
+    run(cmd, COMMAND_LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("{prog} {args:?}: {e}"))
+}
+
+/// As `exec`, and panics unless it exits 0.
+pub async fn exec_ok(prog: &str, args: &[&str]) -> Output {
+    let out = exec(prog, args).await;
+    assert!(
+        out.status.success(),
+        "{prog} {args:?} failed: {}",
+        out.describe()
+    );
+    out
+}
+
+/// Runs a command from a `Drop` (no runtime there), bounded in time; errors are ignored:
+/// this is clean-up.
+pub fn run_blocking(prog: &str, args: &[&str], limit: Duration) -> Option<String> {
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    no_proxy(&mut cmd);
+    let mut out = tempfile::tempfile().ok()?;
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone().ok()?)
+        .stderr(Stdio::null());
+    let mut child = ChildGuard(cmd.spawn().ok()?);
+    let deadline = std::time::Instant::now() + limit;
+    while child.0.try_wait().ok()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut s = String::new();
+    out.rewind().ok()?;
+    out.read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+/// A log file of a child process (shoal's stderr), whose last lines are shown if the test
+/// fails.
+pub struct LogOnPanic {
+    pub what: &'static str,
+    pub path: PathBuf,
+}
+
+impl Drop for LogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- {} log (last lines)", self.what);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
 /// Keeps every request on loopback whatever proxy the environment names.
 pub fn no_proxy(cmd: &mut Command) {
     for v in [
@@ -176,11 +295,17 @@ pub fn no_proxy(cmd: &mut Command) {
 // ---------------------------------------------------------------------------------------
 // docker-registry
 
+/// The realm of a registry started with `Registry::start_htpasswd`, as its
+/// `WWW-Authenticate: Basic realm="..."` challenge names it.
+pub const REGISTRY_REALM: &str = "shoal-test";
+
 /// A docker-registry child process on 127.0.0.1, storing into a temp dir. Killed on drop.
 pub struct Registry {
     child: Option<ChildGuard>,
     pub addr: String,
     dir: tempfile::TempDir,
+    /// Whether it asks for Basic credentials (htpasswd): then `GET /v2/` answers 401.
+    auth: bool,
 }
 
 enum NotReady {
@@ -191,11 +316,22 @@ enum NotReady {
 
 impl Registry {
     pub async fn start(bin: &Path) -> Registry {
+        Registry::start_opts(bin, None).await
+    }
+
+    /// A registry that serves only the users of `htpasswd` (an htpasswd file's content,
+    /// bcrypt: `htpasswd_entry`), with Basic auth in realm `REGISTRY_REALM`; anonymous
+    /// requests get 401 and a Basic challenge.
+    pub async fn start_htpasswd(bin: &Path, htpasswd: &str) -> Registry {
+        Registry::start_opts(bin, Some(htpasswd)).await
+    }
+
+    async fn start_opts(bin: &Path, htpasswd: Option<&str>) -> Registry {
         // The port is found free, released, then handed to the registry: another process
         // can take it in between, so a registry that exits at once is retried.
         let mut last = String::new();
         for _ in 0..3 {
-            let mut reg = Registry::spawn(bin);
+            let mut reg = Registry::spawn(bin, htpasswd);
             match reg.wait_ready().await {
                 Ok(()) => return reg,
                 Err(NotReady::Exited(log)) => last = log,
@@ -207,16 +343,24 @@ impl Registry {
         panic!("docker-registry exited at start-up three times; its last log:\n{last}");
     }
 
-    fn spawn(bin: &Path) -> Registry {
+    fn spawn(bin: &Path, htpasswd: Option<&str>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", super::free_port());
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {data}\n\
              http:\n  addr: {addr}\n  secret: shoal-e2e-test\n",
             data = dir.path().join("data").display(),
         );
+        if let Some(users) = htpasswd {
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, format!("{}\n", users.trim_end())).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: {REGISTRY_REALM}\n    path: {}\n",
+                path.display()
+            ));
+        }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
@@ -237,6 +381,7 @@ impl Registry {
             child: Some(child),
             addr,
             dir,
+            auth: htpasswd.is_some(),
         }
     }
 
@@ -245,7 +390,7 @@ impl Registry {
         let url = format!("{}/v2/", self.url());
         loop {
             if let Ok(r) = try_request(Method::GET, &url, &[]).await {
-                if r.status == 200 {
+                if r.status == 200 || (self.auth && r.status == 401) {
                     return Ok(());
                 }
             }
@@ -344,6 +489,146 @@ pub fn check_pull(report: &Value, outdir: &Path, files: &[(&str, &[u8])], host: 
         );
         assert_eq!(r["status"], 200, "{r}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// curl
+
+/// A response as curl received it (the last one, when it wrote several).
+pub struct CurlResp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl CurlResp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Status, headers and the start of the body, for assertion messages.
+    pub fn describe(&self) -> String {
+        let n = self.body.len().min(300);
+        format!(
+            "{} {:?} {:?}",
+            self.status,
+            self.headers,
+            String::from_utf8_lossy(&self.body[..n])
+        )
+    }
+}
+
+/// One request with the real curl binary (no config file, no proxy, no redirects); its
+/// files go into `dir`. Panics if curl itself fails (not on an HTTP error status).
+pub async fn curl(dir: &Path, args: &[&str], url: &str) -> CurlResp {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let body = dir.join(format!("curl-{n}.body"));
+    let heads = dir.join(format!("curl-{n}.headers"));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-q", "-sS", "--noproxy", "*", "--max-time", "30", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&heads)
+        .args(args)
+        .arg(url);
+    no_proxy(&mut cmd);
+    let out = run(cmd, COMMAND_LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("curl {args:?} {url}: {e}"));
+    assert!(
+        out.status.success(),
+        "curl {args:?} {url}: {}",
+        out.describe()
+    );
+    let raw = std::fs::read_to_string(&heads).unwrap();
+    // The last response block (curl writes one per response, e.g. after a 100).
+    let last = raw
+        .rfind("HTTP/")
+        .map(|i| &raw[i..])
+        .unwrap_or_else(|| panic!("curl {url}: no status line in {raw:?}"));
+    let mut lines = last.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("curl {url}: bad status line in {raw:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    CurlResp {
+        status,
+        headers,
+        body: std::fs::read(&body).unwrap_or_default(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// containerd
+
+/// A containerd namespace of this run; its images, content and the namespace itself are
+/// removed when dropped (also when the test fails).
+pub struct CtrNamespace {
+    pub address: String,
+    pub name: String,
+}
+
+impl CtrNamespace {
+    /// `ctr` arguments for this namespace, then `rest`.
+    pub fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["--address", &self.address, "--namespace", &self.name];
+        v.extend_from_slice(rest);
+        v
+    }
+}
+
+impl Drop for CtrNamespace {
+    fn drop(&mut self) {
+        let limit = Duration::from_secs(60);
+        let list = |what: &str| {
+            run_blocking("ctr", &self.args(&[what, "ls", "-q"]), limit)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        for image in list("images") {
+            run_blocking(
+                "ctr",
+                &self.args(&["images", "rm", "--sync", &image]),
+                limit,
+            );
+        }
+        for digest in list("content") {
+            run_blocking("ctr", &self.args(&["content", "rm", &digest]), limit);
+        }
+        run_blocking(
+            "ctr",
+            &["--address", &self.address, "namespaces", "rm", &self.name],
+            limit,
+        );
+    }
+}
+
+/// A `--hosts-dir` for containerd in which shoal (`shoal_host`, host:port) is the only
+/// mirror of `registry` (e.g. `ghcr.io`); the fallback server is a dead address, so
+/// nothing can come from anywhere but shoal.
+pub fn ctr_hosts_dir(dir: &Path, registry: &str, shoal_host: &str) -> PathBuf {
+    let hosts = dir.join("hosts.d");
+    std::fs::create_dir_all(hosts.join(registry)).unwrap();
+    std::fs::write(
+        hosts.join(registry).join("hosts.toml"),
+        format!(
+            "server = \"{}\"\n\n[host.\"http://{shoal_host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            super::dead_url()
+        ),
+    )
+    .unwrap();
+    hosts
 }
 
 // ---------------------------------------------------------------------------------------
