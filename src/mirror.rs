@@ -584,7 +584,8 @@ impl Mirror {
     }
 
     /// Lets a client read a private blob only once upstream serves it to that client (its
-    /// credentials, or none): a probe, whose yes is kept briefly (`access`). A yes without
+    /// credentials, or none): a `HEAD` at the registry, whose yes is kept briefly
+    /// (`access`). A yes without
     /// credentials makes the blob public, so the LAN may have it from then on.
     async fn confirm(&self, repo: &RepoName, digest: &Digest, meta: &ClientMeta) -> Result<()> {
         let inner = &self.inner;
@@ -598,7 +599,7 @@ impl Mirror {
             source: Arc::new(source),
         };
         upstream
-            .probe_blob(&upstream_repo, digest, meta)
+            .check_blob(&upstream_repo, digest, meta)
             .await
             .map_err(blob_error)?;
         inner.confirmed.insert(repo, digest, meta).await;

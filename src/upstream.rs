@@ -490,6 +490,38 @@ impl Upstream {
         })
     }
 
+    /// Whether the registry serves a blob to this client: a `HEAD` with its credentials (or
+    /// none), answered by the registry itself (a `200`, or a redirect to its storage,
+    /// which is not followed). `Denied` or `NotFound` when it will not.
+    pub async fn check_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        meta: &ClientMeta,
+    ) -> Result<()> {
+        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
+        self.retrying(self.cfg.retries, || async {
+            let timeout = self.cfg.request_timeout;
+            let headers = self.client_headers(meta);
+            let (resp, at) = self
+                .send(Method::HEAD, url.clone(), headers, repo, meta, timeout)
+                .await?;
+            let status = resp.status();
+            if let Some(e) = denied(status, resp.headers(), &at) {
+                return Err(e);
+            }
+            match status {
+                s if s.is_success() || s.is_redirection() => Ok(()),
+                StatusCode::NOT_FOUND => Err(Error::NotFound { url: redact(&at) }),
+                status => Err(Error::Status {
+                    url: redact(&at),
+                    status,
+                }),
+            }
+        })
+        .await
+    }
+
     /// Finds a blob's size and final location with one `Range: bytes=0-0` GET, following
     /// redirects. (A HEAD would do for size, but presigned URLs are often signed for GET
     /// only, and the GET also tells whether the location honours ranges.)
@@ -701,7 +733,11 @@ impl Upstream {
                 Ok(Ok(r)) => r,
             };
             let status = resp.status();
-            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+            // A HEAD asks the registry itself (`check_blob`): its redirect is the answer.
+            if status.is_redirection()
+                && status != StatusCode::NOT_MODIFIED
+                && method != Method::HEAD
+            {
                 hops += 1;
                 if hops > MAX_REDIRECTS {
                     return Err(Error::Redirects { url: redact(&url) });
