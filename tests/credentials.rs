@@ -111,6 +111,17 @@ async fn private_content_is_served_only_to_whom_upstream_serves_it() {
             "no new blob bytes"
         );
 
+        // The operator sees the fill, marked private.
+        let fills = get(&format!("{base}/_shoal/v1/torrents"), &[]).await.json();
+        let fill = fills["fills"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["digest"] == digest.as_str())
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(fill["private"], true, "{fills}");
+
         // Never offered to peers: not in the catalog, no torrent.
         assert!(!catalog_digests(&shoal).await.contains(&digest));
         let torrent = format!("{base}/_shoal/v1/blobs/{digest}/torrent");

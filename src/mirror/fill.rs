@@ -233,6 +233,8 @@ pub struct Report {
     pub source: &'static str,
     /// "running", "cached", "failed" or "stopped".
     pub state: &'static str,
+    /// Fetched with a client's credentials: this node's alone (never offered to peers).
+    pub private: bool,
     #[serde(flatten)]
     pub fed: Fed,
 }
@@ -370,6 +372,7 @@ impl Fill {
                 _ => "upstream",
             },
             state,
+            private: self.is_private(),
             fed: self.fed.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
