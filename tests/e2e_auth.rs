@@ -34,8 +34,6 @@ use serde_json::Value;
 use support::registry::*;
 use support::*;
 
-const OCI_IMAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/oci_image.py");
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const USER: &str = "alice";
 const PASSWORD: &str = "secret";
 const PRIVATE_REPO: &str = "owner/private";
@@ -54,10 +52,7 @@ struct Tools {
 
 async fn tools() -> Option<Tools> {
     let mut missing = Vec::new();
-    let registry = find_docker_registry().await;
-    if registry.is_none() {
-        missing.push(DOCKER_REGISTRY_HINT.to_owned());
-    }
+    let registry = need_docker_registry(&mut missing).await;
     if !htpasswd_available().await {
         missing.push(HTPASSWD_HINT.to_owned());
     }
@@ -93,22 +88,7 @@ impl Image {
 }
 
 async fn make_image(dir: &Path, tag: &str, label: &str) -> Image {
-    let layout = dir.join("layout");
-    let out = exec_ok(
-        "python3",
-        &[
-            OCI_IMAGE,
-            "--out",
-            layout.to_str().unwrap(),
-            "--tag",
-            tag,
-            "--label",
-            label,
-        ],
-    )
-    .await;
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("oci_image.py output: {e}: {}", out.describe()));
+    let (layout, v) = oci_image(dir, tag, label).await;
     let s = |v: &Value| v.as_str().expect("a string").to_owned();
     let amd64_blobs = v["blobs"]
         .as_object()
@@ -133,27 +113,6 @@ fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------------------
 // shoal's admin endpoints
-
-async fn admin(url: &str, path: &str) -> Value {
-    let r = get(&format!("{url}{path}"), &[]).await;
-    assert_eq!(r.status, 200, "GET {path}: {:?}", r.body);
-    r.json()
-}
-
-async fn stats(url: &str) -> Value {
-    admin(url, "/_shoal/v1/stats").await
-}
-
-/// The stats once no fill runs (what was fetched is committed and counted).
-async fn settled_stats(url: &str) -> Value {
-    let idle = eventually(Duration::from_secs(20), async || {
-        stats(url).await["fills_running"] == 0
-    })
-    .await;
-    let s = stats(url).await;
-    assert!(idle, "fills still running: {s}");
-    s
-}
 
 /// `upstream_bytes` of one registry shoal knows.
 fn registry_bytes(stats: &Value, host: &str) -> u64 {
@@ -190,11 +149,7 @@ async fn scenario(tools: Tools) {
     std::fs::create_dir(cd).unwrap();
     // Unique per run: tags, containerd namespaces, and the images' bytes themselves (so
     // that containerd's store never already holds a blob of this run).
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let id = format!("{}-{}", std::process::id(), nanos % 1_000_000_000_000);
+    let id = run_id();
     let tag = format!("e2e-{id}");
     let private_dir = work.path().join("private");
     let public_dir = work.path().join("public");
@@ -224,7 +179,14 @@ async fn scenario(tools: Tools) {
         "private registry's challenge: {}",
         r.describe()
     );
-    skopeo_copy(&image, &registry.addr, PRIVATE_REPO, &tag, Some(&right)).await;
+    skopeo_copy(
+        &image.layout,
+        &registry.addr,
+        PRIVATE_REPO,
+        &tag,
+        Some(&right),
+    )
+    .await;
     let private_manifest = format!("{}/v2/{PRIVATE_REPO}/manifests/{tag}", registry.url());
     let accept = format!("accept: {OCI_INDEX}");
     let r = curl(cd, &["-u", &right, "-H", &accept], &private_manifest).await;
@@ -242,7 +204,7 @@ async fn scenario(tools: Tools) {
         r.describe()
     );
     let open = Registry::start(&tools.registry).await;
-    skopeo_copy(&public, &open.addr, PUBLIC_REPO, &tag, None).await;
+    skopeo_copy(&public.layout, &open.addr, PUBLIC_REPO, &tag, None).await;
 
     // shoal: ghcr.io is the private registry, docker.io the open one; the default upstream
     // is a dead address, so a request routed to it fails.
@@ -478,22 +440,4 @@ async fn scenario(tools: Tools) {
     }
 
     drop(shoal);
-}
-
-/// `skopeo copy --all` of `image` into `registry` (host:port) as `repo:tag`, with
-/// `creds` (user:password) if given.
-async fn skopeo_copy(image: &Image, registry: &str, repo: &str, tag: &str, creds: Option<&str>) {
-    let src = format!("oci:{}:{tag}", image.layout.display());
-    let dest = format!("docker://{registry}/{repo}:{tag}");
-    let mut args = vec![
-        "--insecure-policy",
-        "copy",
-        "--all",
-        "--dest-tls-verify=false",
-    ];
-    if let Some(c) = creds {
-        args.extend_from_slice(&["--dest-creds", c]);
-    }
-    args.extend_from_slice(&[&src, &dest]);
-    exec_ok("skopeo", &args).await;
 }

@@ -30,21 +30,13 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 use support::registry::*;
 use support::*;
 
-const OCI_IMAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/oci_image.py");
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// Where containerd's socket may be: its own service, or the one the Docker engine
-/// starts for itself. `CONTAINERD_ADDRESS` (as `ctr` reads it) comes first.
-const CONTAINERD_SOCKETS: [&str; 2] = [
-    "/run/containerd/containerd.sock",
-    "/var/run/docker/containerd/containerd.sock",
-];
 /// Runs of the offline loops.
 const OFFLINE_PULLS: usize = 20;
 /// The whole scenario (about 40 Docker pulls and 50 other client runs).
@@ -65,27 +57,7 @@ async fn tools() -> Option<Tools> {
     need("skopeo", "skopeo: apt-get install skopeo", &mut missing).await;
     need("python3", "python3", &mut missing).await;
 
-    let mut containerd = None;
-    let ctr_hint = "ctr (containerd's CLI): apt-get install containerd";
-    if need("ctr", ctr_hint, &mut missing).await {
-        let mut cands: Vec<String> = std::env::var("CONTAINERD_ADDRESS").into_iter().collect();
-        cands.extend(CONTAINERD_SOCKETS.iter().map(|s| s.to_string()));
-        for sock in cands {
-            let mut cmd = Command::new("ctr");
-            cmd.args(["--address", &sock, "--timeout", "5s", "version"]);
-            if runs(cmd, Duration::from_secs(15)).await {
-                containerd = Some(sock);
-                break;
-            }
-        }
-        if containerd.is_none() {
-            missing.push(format!(
-                "a running containerd that ctr can reach (tried CONTAINERD_ADDRESS and {}; \
-                 start containerd, as root)",
-                CONTAINERD_SOCKETS.join(", ")
-            ));
-        }
-    }
+    let containerd = find_containerd(&mut missing).await;
 
     let mut cmd = Command::new("docker");
     cmd.args(["version", "--format", "{{.Server.Version}}"]);
@@ -106,135 +78,12 @@ async fn tools() -> Option<Tools> {
 // ---------------------------------------------------------------------------------------
 // Clients
 
-/// Runs `prog args` on loopback only, bounded; the output whatever the exit status.
-async fn exec(prog: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(prog);
-    cmd.args(args);
-    no_proxy(&mut cmd);
-    run(cmd, COMMAND_LIMIT)
-        .await
-        .unwrap_or_else(|e| panic!("{prog} {args:?}: {e}"))
-}
-
-/// As `exec`, and panics unless it exits 0.
-async fn exec_ok(prog: &str, args: &[&str]) -> Output {
-    let out = exec(prog, args).await;
-    assert!(
-        out.status.success(),
-        "{prog} {args:?} failed: {}",
-        out.describe()
-    );
-    out
-}
-
-/// `skopeo` with no signature policy file needed (`--insecure-policy`: nothing here is
-/// signed) and no TLS (every registry here is plain HTTP on loopback).
-async fn skopeo(args: &[&str]) -> Output {
-    let mut all = vec!["--insecure-policy"];
-    all.extend_from_slice(args);
-    exec("skopeo", &all).await
-}
-
-async fn skopeo_ok(args: &[&str]) -> Output {
-    let out = skopeo(args).await;
-    assert!(
-        out.status.success(),
-        "skopeo {args:?} failed: {}",
-        out.describe()
-    );
-    out
-}
-
-/// Runs a command from a `Drop` (no runtime there), bounded in time; errors are ignored:
-/// this is clean-up.
-fn run_blocking(prog: &str, args: &[&str], limit: Duration) -> Option<String> {
-    let mut cmd = Command::new(prog);
-    cmd.args(args);
-    no_proxy(&mut cmd);
-    let mut out = tempfile::tempfile().ok()?;
-    cmd.stdin(Stdio::null())
-        .stdout(out.try_clone().ok()?)
-        .stderr(Stdio::null());
-    let mut child = ChildGuard(cmd.spawn().ok()?);
-    let deadline = std::time::Instant::now() + limit;
-    while child.0.try_wait().ok()?.is_none() {
-        if std::time::Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    use std::io::{Read as _, Seek as _};
-    let mut s = String::new();
-    out.rewind().ok()?;
-    out.read_to_string(&mut s).ok()?;
-    Some(s)
-}
-
 /// Removes a Docker image when dropped (also when the test fails).
 struct DockerImage(String);
 
 impl Drop for DockerImage {
     fn drop(&mut self) {
         run_blocking("docker", &["rmi", "-f", &self.0], Duration::from_secs(60));
-    }
-}
-
-/// A containerd namespace of this run; its images, content and the namespace itself are
-/// removed when dropped (also when the test fails).
-struct CtrNamespace {
-    address: String,
-    name: String,
-}
-
-impl CtrNamespace {
-    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
-        let mut v = vec!["--address", &self.address, "--namespace", &self.name];
-        v.extend_from_slice(rest);
-        v
-    }
-}
-
-impl Drop for CtrNamespace {
-    fn drop(&mut self) {
-        let limit = Duration::from_secs(60);
-        let list = |what: &str| {
-            run_blocking("ctr", &self.args(&[what, "ls", "-q"]), limit)
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        };
-        for image in list("images") {
-            run_blocking(
-                "ctr",
-                &self.args(&["images", "rm", "--sync", &image]),
-                limit,
-            );
-        }
-        for digest in list("content") {
-            run_blocking("ctr", &self.args(&["content", "rm", &digest]), limit);
-        }
-        run_blocking(
-            "ctr",
-            &["--address", &self.address, "namespaces", "rm", &self.name],
-            limit,
-        );
-    }
-}
-
-/// shoal's stderr (RUST_LOG=shoal=info: one line per request), shown if the test fails.
-struct ShoalLog(PathBuf);
-
-impl Drop for ShoalLog {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("--- shoal log (last lines)");
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
     }
 }
 
@@ -274,22 +123,7 @@ impl Image {
 }
 
 async fn make_image(dir: &Path, tag: &str, label: &str) -> Image {
-    let layout = dir.join("layout");
-    let out = exec_ok(
-        "python3",
-        &[
-            OCI_IMAGE,
-            "--out",
-            layout.to_str().unwrap(),
-            "--tag",
-            tag,
-            "--label",
-            label,
-        ],
-    )
-    .await;
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("oci_image.py output: {e}: {}", out.describe()));
+    let (layout, v) = oci_image(dir, tag, label).await;
     let s = |v: &Value| v.as_str().expect("a string").to_owned();
     let manifests = v["manifests"]
         .as_object()
@@ -341,23 +175,6 @@ fn registry_bytes(stats: &Value) -> BTreeMap<String, u64> {
         .collect()
 }
 
-async fn stats(url: &str) -> Value {
-    let r = get(&format!("{url}/_shoal/v1/stats"), &[]).await;
-    assert_eq!(r.status, 200);
-    r.json()
-}
-
-/// The stats once no fill runs (what was fetched is committed and counted).
-async fn settled_stats(url: &str) -> Value {
-    let idle = eventually(Duration::from_secs(20), async || {
-        stats(url).await["fills_running"] == 0
-    })
-    .await;
-    let s = stats(url).await;
-    assert!(idle, "fills still running: {s}");
-    s
-}
-
 // ---------------------------------------------------------------------------------------
 // The scenario
 
@@ -373,11 +190,7 @@ async fn scenario(tools: Tools) {
     let work = tempfile::tempdir().unwrap();
     // Unique per run: image tag, containerd namespace, and the image's bytes themselves
     // (so no local store of Docker or containerd already holds a blob of this run).
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let id = format!("{}-{}", std::process::id(), nanos % 1_000_000_000_000);
+    let id = run_id();
     let tag = format!("e2e-{id}");
     let image = make_image(work.path(), &tag, &format!("shoal e2e_clients {id}")).await;
     assert_eq!(image.blobs.len(), 5, "2 configs, 3 layers");
@@ -385,14 +198,7 @@ async fn scenario(tools: Tools) {
     // 1. The upstream, with the image under two names and an oras artifact.
     let mut registry = Registry::start(&tools.registry).await;
     for repo in ["library/app", "owner/app"] {
-        skopeo_ok(&[
-            "copy",
-            "--all",
-            "--dest-tls-verify=false",
-            &format!("oci:{}:{tag}", image.layout.display()),
-            &format!("docker://{}/{repo}:{tag}", registry.addr),
-        ])
-        .await;
+        skopeo_copy(&image.layout, &registry.addr, repo, &tag, None).await;
         let r = get(
             &format!("{}/v2/{repo}/manifests/{tag}", registry.url()),
             &[("accept", OCI_INDEX)],
@@ -435,7 +241,10 @@ async fn scenario(tools: Tools) {
     let port = free_port();
     let log_path = work.path().join("shoal.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let _log = ShoalLog(log_path);
+    let _log = LogOnPanic {
+        what: "shoal",
+        path: log_path,
+    };
     let docker_io = format!("docker.io={}", registry.url());
     let ghcr_io = format!("ghcr.io={}", registry.url());
     let shoal = spawn_shoal_opts(
@@ -457,16 +266,7 @@ async fn scenario(tools: Tools) {
 
     // 3. containerd, with shoal as the docker.io mirror (hosts.toml). The fallback server
     // is a dead address too: nothing may come from anywhere but shoal.
-    let hosts = work.path().join("hosts.d");
-    std::fs::create_dir_all(hosts.join("docker.io")).unwrap();
-    std::fs::write(
-        hosts.join("docker.io/hosts.toml"),
-        format!(
-            "server = \"{}\"\n\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            dead_url()
-        ),
-    )
-    .unwrap();
+    let hosts = ctr_hosts_dir(work.path(), "docker.io", &host);
     let ns = CtrNamespace {
         address: tools.containerd.clone(),
         name: format!("shoal-e2e-{id}"),

@@ -13,9 +13,7 @@
 // The fake upstream that `support` re-exports is not used here: the registry is real.
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::Method;
@@ -47,69 +45,6 @@ async fn tools() -> Option<Tools> {
     }
     skip_for_missing("e2e_registry", &missing);
     None
-}
-
-// ---------------------------------------------------------------------------------------
-// curl
-
-struct CurlResp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl CurlResp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One request with the real curl binary (no config file, no proxy, no redirects).
-async fn curl(dir: &Path, args: &[&str], url: &str) -> CurlResp {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let body = dir.join(format!("curl-{n}.body"));
-    let heads = dir.join(format!("curl-{n}.headers"));
-    let mut cmd = Command::new("curl");
-    cmd.args(["-q", "-sS", "--noproxy", "*", "--max-time", "30", "-o"])
-        .arg(&body)
-        .arg("-D")
-        .arg(&heads)
-        .args(args)
-        .arg(url);
-    no_proxy(&mut cmd);
-    let out = run(cmd, COMMAND_LIMIT)
-        .await
-        .unwrap_or_else(|e| panic!("curl {args:?} {url}: {e}"));
-    assert!(
-        out.status.success(),
-        "curl {args:?} {url}: {}",
-        out.describe()
-    );
-    let raw = std::fs::read_to_string(&heads).unwrap();
-    // The last response block (curl writes one per response, e.g. after a 100).
-    let last = raw
-        .rfind("HTTP/")
-        .map(|i| &raw[i..])
-        .unwrap_or_else(|| panic!("curl {url}: no status line in {raw:?}"));
-    let mut lines = last.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("curl {url}: bad status line in {raw:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    CurlResp {
-        status,
-        headers,
-        body: std::fs::read(&body).unwrap_or_default(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------

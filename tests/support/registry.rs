@@ -16,6 +16,9 @@ use sha2::{Digest as _, Sha256};
 use super::try_request;
 
 pub const ORAS_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/oras_client.py");
+/// Makes a small multi-platform OCI image layout (see `oci_image`).
+pub const OCI_IMAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/oci_image.py");
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Bound for any one child process (a pull, a push, a curl).
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 
@@ -59,6 +62,15 @@ pub async fn find_docker_registry() -> Option<PathBuf> {
 pub const DOCKER_REGISTRY_HINT: &str =
     "docker-registry (Debian's distribution registry): apt-get install docker-registry";
 
+/// `find_docker_registry`; when it is not there, `DOCKER_REGISTRY_HINT` joins `missing`.
+pub async fn need_docker_registry(missing: &mut Vec<String>) -> Option<PathBuf> {
+    let registry = find_docker_registry().await;
+    if registry.is_none() {
+        missing.push(DOCKER_REGISTRY_HINT.to_owned());
+    }
+    registry
+}
+
 /// Whether python3 can import oras-py.
 pub async fn oras_available() -> bool {
     let mut cmd = Command::new("python3");
@@ -74,10 +86,7 @@ pub const ORAS_HINT: &str = "python3 with the oras package (oras-py 0.2.x): pip 
 /// What every registry end-to-end test needs, docker-registry and oras-py: the registry's
 /// path, and a line in `missing` for each one that is not there.
 pub async fn registry_tools(missing: &mut Vec<String>) -> Option<PathBuf> {
-    let registry = find_docker_registry().await;
-    if registry.is_none() {
-        missing.push(DOCKER_REGISTRY_HINT.to_owned());
-    }
+    let registry = need_docker_registry(missing).await;
     if !oras_available().await {
         missing.push(ORAS_HINT.to_owned());
     }
@@ -231,6 +240,44 @@ pub async fn exec_ok(prog: &str, args: &[&str]) -> Output {
         out.describe()
     );
     out
+}
+
+/// `skopeo` with no signature policy file needed (`--insecure-policy`: nothing here is
+/// signed); the output whatever the exit status.
+pub async fn skopeo(args: &[&str]) -> Output {
+    let mut all = vec!["--insecure-policy"];
+    all.extend_from_slice(args);
+    exec("skopeo", &all).await
+}
+
+/// As `skopeo`, and panics unless it exits 0.
+pub async fn skopeo_ok(args: &[&str]) -> Output {
+    let out = skopeo(args).await;
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}",
+        out.describe()
+    );
+    out
+}
+
+/// `skopeo copy --all` of the OCI layout `layout`'s `tag` into `registry` (host:port,
+/// plain HTTP) as `repo:tag`, with `creds` (user:password) if given.
+pub async fn skopeo_copy(
+    layout: &Path,
+    registry: &str,
+    repo: &str,
+    tag: &str,
+    creds: Option<&str>,
+) {
+    let src = format!("oci:{}:{tag}", layout.display());
+    let dest = format!("docker://{registry}/{repo}:{tag}");
+    let mut args = vec!["copy", "--all", "--dest-tls-verify=false"];
+    if let Some(c) = creds {
+        args.extend_from_slice(&["--dest-creds", c]);
+    }
+    args.extend_from_slice(&[&src, &dest]);
+    skopeo_ok(&args).await;
 }
 
 /// Runs a command from a `Drop` (no runtime there), bounded in time; errors are ignored:
@@ -629,6 +676,67 @@ pub fn ctr_hosts_dir(dir: &Path, registry: &str, shoal_host: &str) -> PathBuf {
     )
     .unwrap();
     hosts
+}
+
+// ---------------------------------------------------------------------------------------
+// Test images
+
+/// Unique per run (pid and clock): for tags, containerd namespaces, and labels that make
+/// an image's bytes new, so that no local store of Docker or containerd already holds them.
+pub fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{}", std::process::id(), nanos % 1_000_000_000_000)
+}
+
+/// Makes a small multi-platform OCI image (`tests/e2e/oci_image.py`: linux/amd64 and
+/// linux/arm64) as the layout `dir/layout`, tagged `tag`, its config labelled `label`;
+/// returns the layout's path and the script's report (index, manifests, blobs).
+pub async fn oci_image(dir: &Path, tag: &str, label: &str) -> (PathBuf, Value) {
+    let layout = dir.join("layout");
+    let out = exec_ok(
+        "python3",
+        &[
+            OCI_IMAGE,
+            "--out",
+            layout.to_str().unwrap(),
+            "--tag",
+            tag,
+            "--label",
+            label,
+        ],
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("oci_image.py output: {e}: {}", out.describe()));
+    (layout, v)
+}
+
+// ---------------------------------------------------------------------------------------
+// shoal's admin endpoints (of a shoal process, by its base URL)
+
+/// `GET {url}{path}` as JSON; panics unless it answers 200.
+pub async fn admin(url: &str, path: &str) -> Value {
+    let r = super::get(&format!("{url}{path}"), &[]).await;
+    assert_eq!(r.status, 200, "GET {path}: {:?}", r.body);
+    r.json()
+}
+
+pub async fn stats(url: &str) -> Value {
+    admin(url, "/_shoal/v1/stats").await
+}
+
+/// The stats once no fill runs (what was fetched is committed and counted).
+pub async fn settled_stats(url: &str) -> Value {
+    let idle = super::eventually(Duration::from_secs(20), async || {
+        stats(url).await["fills_running"] == 0
+    })
+    .await;
+    let s = stats(url).await;
+    assert!(idle, "fills still running: {s}");
+    s
 }
 
 // ---------------------------------------------------------------------------------------
