@@ -99,6 +99,37 @@ pub struct Swarm {
     downloads: Mutex<HashMap<Digest, ManagedTorrentHandle>>,
 }
 
+impl Seed {
+    /// Has the seed connect to `addr` (over TCP, with a plain handshake), unless it is
+    /// connected to it or trying already.
+    fn dial(&self, addr: SocketAddr) {
+        let Some(live) = self.handle.live() else {
+            return;
+        };
+        match live.connect_to_peer(addr) {
+            Ok(true) => {
+                tracing::debug!(%addr, infohash = %hex::encode(self.infohash), "dialling an announcer")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(%addr, error = %e, "cannot dial an announcer"),
+        }
+    }
+}
+
+/// Whether a seed should dial a client that announced: one that still wants the blob and
+/// is not a shoal node. Transmission 3.00 (defaults: uTP on) dials a tracker's peers over
+/// uTP only. Its uTP timers start with the first UDP datagram it receives, which on a LAN
+/// without DHT never comes, so its SYN to this TCP-only node is never retried nor timed out;
+/// and where the attempt does fail, its fallback to TCP drops the connection it opens. It
+/// then leaves the peer alone for 15 minutes, but takes the seed's TCP connection at once
+/// (docs/TORRENTS.md). Shoal nodes (librqbit's peer id starts with "-rQ") dial the
+/// holders themselves; one connection per pair of nodes is what the swarm is tuned for.
+fn dial_back(a: &tracker::Announce) -> bool {
+    a.left != Some(0)
+        && !matches!(a.event, tracker::Event::Stopped | tracker::Event::Completed)
+        && !a.peer_id.starts_with(b"-rQ")
+}
+
 /// One line of `/_shoal/v1/torrents`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TorrentStatus {
@@ -423,23 +454,26 @@ impl Swarm {
         if held.is_none() && holders.is_empty() {
             return tracker::encode_failure("unknown torrent");
         }
-        let me = match held {
+        let seed = match held {
             None => None,
             Some(digest) => match self.activate(&digest).await {
-                Ok(Some(_)) => Some(self.advertised(local)),
-                Ok(None) => None,
+                Ok(seed) => seed,
                 Err(e) => {
                     tracing::error!(%digest, error = %crate::telemetry::chain(&e), "cannot seed for a tracker announce");
                     None
                 }
             },
         };
+        let me = seed.as_ref().map(|_| self.advertised(local));
         // Other shoal nodes whose catalogs list it, so late joiners find every holder.
         let holders: Vec<SocketAddr> = holders.iter().filter_map(|h| h.parse().ok()).collect();
         // The connection's address, not a claimed `ip=`: a tracker must not be usable to
         // point a swarm at someone else.
         let from = SocketAddr::new(peer.ip(), a.port);
         let (mut peers, mut seeders, leechers) = self.swarms.announce(&a, from);
+        if let Some(seed) = seed.filter(|_| dial_back(&a)) {
+            seed.dial(from);
+        }
         for seed in me.into_iter().chain(holders).rev() {
             if seed != from && !peers.contains(&seed) {
                 peers.insert(0, seed);
@@ -639,5 +673,31 @@ impl From<super::torrent::Error> for AddError {
 impl From<crate::store::Error> for AddError {
     fn from(e: crate::store::Error) -> Self {
         AddError::Failed(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_dial_standard_clients_that_want_the_blob() {
+        let q = |peer_id: &str, extra: &str| {
+            tracker::parse_announce(&format!(
+                "info_hash={}&peer_id={peer_id}&port=51413{extra}",
+                "%01".repeat(20)
+            ))
+            .unwrap()
+        };
+        let tr = "-TR3000-2ju5x3rm0jb9";
+        assert!(dial_back(&q(tr, "&left=100&event=started")));
+        assert!(dial_back(&q(tr, "&left=100")));
+        assert!(dial_back(&q("-qB4620-abcdefghijkl", "")));
+        // Seeders, leavers and shoal nodes are not dialled.
+        assert!(!dial_back(&q(tr, "&left=0")));
+        assert!(!dial_back(&q(tr, "&left=100&event=stopped")));
+        assert!(!dial_back(&q(tr, "&event=completed")));
+        let shoal = "-rQ9100-abcdefghijkl";
+        assert!(!dial_back(&q(shoal, "&left=100&event=started")));
     }
 }

@@ -740,6 +740,34 @@ impl TorrentStateLive {
         Ok(true)
     }
 
+    /// (shoal patch) Connects to `addr`: queues a new address, and queues again one that
+    /// the torrent stopped trying (not needed: a finished torrent does not retry a peer
+    /// that failed or left); leaves alone one queued, connecting, live or backing off.
+    /// `Ok(true)` when queued.
+    ///
+    /// shoal's seed dials a client that announces to shoal's own tracker this way:
+    /// Transmission 3.00 tries only uTP towards a tracker's peers and never reaches a
+    /// TCP-only seed, but it takes the seed's TCP connection.
+    pub fn connect_to_peer(&self, addr: SocketAddr) -> crate::Result<bool> {
+        if self.add_peer_if_not_seen(addr)? {
+            return Ok(true);
+        }
+        let again = self
+            .peers
+            .with_peer_mut(addr, "connect_to_peer", |p| {
+                p.reconnect_not_needed_peer(&self.peers)
+            })
+            .flatten();
+        let Some(addr) = again else {
+            return Ok(false);
+        };
+        self.peer_queue_tx
+            .send(addr)
+            .ok()
+            .ok_or(Error::TorrentIsNotLive)?;
+        Ok(true)
+    }
+
     pub fn stats_snapshot(&self) -> StatsSnapshot {
         use Ordering::*;
         let downloaded_bytes = self.stats.downloaded_and_checked_bytes.load(Relaxed);
