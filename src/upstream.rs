@@ -460,6 +460,8 @@ impl Upstream {
         let mut url = self.url("/v2/token");
         url.set_query(query);
         let timeout = self.cfg.request_timeout;
+        // `send` keys shoal's own anonymous tokens by repository; the token endpoint has
+        // none, and this name keeps whatever it might get apart from real repositories'.
         let repo: RepoName = "token".parse().map_err(|_| Error::Invalid {
             url: redact(&url),
             what: "token".into(),
