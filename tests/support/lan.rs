@@ -29,10 +29,48 @@ pub struct Lan {
     pub namespaces: Vec<String>,
     root_link: String,
     pub subnet: String,
+    /// Dropped after the namespaces are gone (`Drop for Lan` runs first).
+    _slot: Slot,
+}
+
+/// One emulated LAN at a time in a test binary. The tests of a binary run at once, and
+/// three LANs of four debug-build nodes on a 2-core machine starve each other's LAN
+/// questions past their bounded wait (`p2p::lan::ASK_TIMEOUT`: seen as two nodes fetching
+/// what one should), which boxes of a real site, each with its own CPU, never see.
+struct Slot;
+
+static LAN_BUSY: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static LAN_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl Slot {
+    fn take() -> Slot {
+        let limit = std::time::Duration::from_secs(600);
+        let mut busy = LAN_BUSY.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy {
+            let (b, waited) = LAN_FREED
+                .wait_timeout(busy, limit)
+                .unwrap_or_else(|p| p.into_inner());
+            busy = b;
+            assert!(
+                !waited.timed_out() || !*busy,
+                "another test held the LAN for {limit:?}"
+            );
+        }
+        *busy = true;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *LAN_BUSY.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        LAN_FREED.notify_one();
+    }
 }
 
 impl Lan {
     pub fn new(n: usize) -> Option<Lan> {
+        let slot = Slot::take();
         // Unique per LAN: tests of one binary run at once, in one process.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let seq = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -47,6 +85,7 @@ impl Lan {
             namespaces: Vec::new(),
             root_link: format!("shv{id}r"),
             subnet: subnet.clone(),
+            _slot: slot,
         };
         let sw = |args: &[&str]| {
             let mut all = vec!["-n", switch.as_str()];
