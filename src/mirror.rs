@@ -397,12 +397,10 @@ impl Mirror {
     /// What this node has of `digest` (a peer's question).
     pub async fn here(&self, digest: &Digest) -> Here {
         // Private blobs are not the LAN's (`access`): peers never hear of them.
-        if self.inner.store.is_private(digest)
-            || self.inner.fills.get(digest).is_some_and(|f| f.is_private())
-        {
-            return Here::Nothing;
-        }
         if let Some(size) = self.inner.store.blob_size(digest) {
+            if self.inner.store.is_private(digest) {
+                return Here::Nothing;
+            }
             let infohash = match self.inner.store.torrent(*digest).await {
                 Ok(t) => t.map(|t| t.infohash),
                 Err(_) => None,
@@ -410,11 +408,11 @@ impl Mirror {
             return Here::Held { size, infohash };
         }
         match self.inner.fills.get(digest) {
-            Some(fill) => Here::Filling {
+            Some(fill) if !fill.is_private() => Here::Filling {
                 size: fill.size(),
                 upstream: fill.source() == BlobSource::Upstream,
             },
-            None => Here::Nothing,
+            _ => Here::Nothing,
         }
     }
 
@@ -585,8 +583,8 @@ impl Mirror {
 
     /// Lets a client read a private blob only once upstream serves it to that client (its
     /// credentials, or none): a `HEAD` at the registry, whose yes is kept briefly
-    /// (`access`). A yes without
-    /// credentials makes the blob public, so the LAN may have it from then on.
+    /// (`access`). A yes without credentials makes the blob public, so the LAN may have it
+    /// from then on.
     async fn confirm(&self, repo: &RepoName, digest: &Digest, meta: &ClientMeta) -> Result<()> {
         let inner = &self.inner;
         if inner.confirmed.contains(repo, digest, meta) {
@@ -742,10 +740,9 @@ impl Mirror {
                 let new_fill = || {
                     let fill = Fill::new(*digest, size, slots, min_span);
                     if private {
-                        fill.mark_private()
-                    } else {
-                        fill
+                        fill.mark_private();
                     }
+                    fill
                 };
                 match inner.fills.find_or_start(digest, held, new_fill) {
                     Found::Started(fill, permit) => {
@@ -804,20 +801,14 @@ impl Mirror {
         digest: &Digest,
         meta: &ClientMeta,
     ) -> Result<BlobProbe, Arc<upstream::Error>> {
+        let fetch = async {
+            let (upstream, repo) = self.inner.registries.resolve(repo);
+            upstream.probe_blob(&repo, digest, meta).await
+        };
         if meta.authorization.is_some() {
             // Its answer is this client's alone.
-            let (upstream, repo) = self.inner.registries.resolve(repo);
-            return upstream
-                .probe_blob(&repo, digest, meta)
-                .await
-                .map_err(Arc::new);
+            return fetch.await.map_err(Arc::new);
         }
-        self.inner
-            .cache
-            .probe(*digest, async {
-                let (upstream, repo) = self.inner.registries.resolve(repo);
-                upstream.probe_blob(&repo, digest, meta).await
-            })
-            .await
+        self.inner.cache.probe(*digest, fetch).await
     }
 }

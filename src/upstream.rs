@@ -167,14 +167,6 @@ impl ClientMeta {
             .map(|a| sha2::Sha256::digest(a.as_bytes()).into())
     }
 
-    /// The same request without credentials.
-    pub fn anonymous(&self) -> ClientMeta {
-        ClientMeta {
-            authorization: None,
-            ..self.clone()
-        }
-    }
-
     /// The key under which a tag's answer is cached: the media types the client accepts,
     /// as a sorted set without parameters, so that order (Docker sends the same types in
     /// several orders) and `;q=` do not split the cache or bypass it when upstream is down.

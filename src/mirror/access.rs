@@ -69,7 +69,10 @@ mod tests {
         c.insert(&repo, &d, &alice).await;
         assert!(c.contains(&repo, &d, &alice));
         assert!(!c.contains(&repo, &d, &bob), "another credential");
-        assert!(!c.contains(&repo, &d, &alice.anonymous()), "no credential");
+        assert!(
+            !c.contains(&repo, &d, &ClientMeta::default()),
+            "no credential"
+        );
         assert!(!c.contains(&other, &d, &alice), "another repository");
         assert!(
             !c.contains(&repo, &Digest::of(b"x"), &alice),

@@ -333,10 +333,9 @@ impl Fill {
     }
 
     /// Marks a fill that fetches with a client's credentials, before anyone can join it.
-    pub fn mark_private(self: Arc<Self>) -> Arc<Self> {
+    pub fn mark_private(&self) {
         self.private
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        self
     }
 
     pub fn is_private(&self) -> bool {

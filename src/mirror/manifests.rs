@@ -140,16 +140,13 @@ impl Mirror {
             })?;
         match answer {
             ManifestAnswer::Found { body, content_type } => {
-                let got = Digest::of(&body);
-                if got != *d {
-                    return Err(Error::ManifestMismatch { want: *d, got });
+                let m = from_upstream(body, content_type, meta.authorization.is_some());
+                if m.digest != *d {
+                    return Err(Error::ManifestMismatch {
+                        want: *d,
+                        got: m.digest,
+                    });
                 }
-                let m = StoredManifest {
-                    digest: got,
-                    media_type: media_type(content_type.as_deref(), &body),
-                    body,
-                    private: meta.authorization.is_some(),
-                };
                 if m.private {
                     self.inner.confirmed.insert(repo, d, meta).await;
                 }
@@ -231,12 +228,7 @@ impl Mirror {
         match answer {
             Ok(ManifestAnswer::Found { body, content_type }) => {
                 Stats::add(&self.inner.stats.manifest_misses, 1);
-                let m = StoredManifest {
-                    digest: Digest::of(&body),
-                    media_type: media_type(content_type.as_deref(), &body),
-                    body,
-                    private: false,
-                };
+                let m = from_upstream(body, content_type, false);
                 let reply = (&m).into();
                 let row = TagRow {
                     digest: m.digest,
@@ -284,12 +276,7 @@ impl Mirror {
         match answer {
             ManifestAnswer::Found { body, content_type } => {
                 Stats::add(&self.inner.stats.manifest_misses, 1);
-                let m = StoredManifest {
-                    digest: Digest::of(&body),
-                    media_type: media_type(content_type.as_deref(), &body),
-                    body,
-                    private: true,
-                };
+                let m = from_upstream(body, content_type, true);
                 self.inner.confirmed.insert(repo, &m.digest, meta).await;
                 let reply = (&m).into();
                 self.save(m, None).await;
@@ -385,6 +372,17 @@ impl Mirror {
             locks.entry(key.clone()).or_default().clone()
         };
         lock.lock_owned().await
+    }
+}
+
+/// A manifest exactly as upstream sent it, under the digest of its bytes; `private` when
+/// fetched with a client's credentials.
+fn from_upstream(body: Bytes, content_type: Option<String>, private: bool) -> StoredManifest {
+    StoredManifest {
+        digest: Digest::of(&body),
+        media_type: media_type(content_type.as_deref(), &body),
+        body,
+        private,
     }
 }
 

@@ -132,7 +132,7 @@ impl Registries {
             }
         };
         let (registry, path) = if let Some(via) = via {
-            (known(via).unwrap_or(None), name)
+            (self.intercepted(via), name)
         } else if let Some((host, rest)) = split_host(&name) {
             (known(host)?, rest)
         } else if let Some(ns) = ns.filter(|ns| !ns.is_empty()) {
@@ -155,12 +155,16 @@ impl Registries {
     /// The registry that requests on an intercepted host (proxy or DNS mode) go to: the
     /// one of that name, else the default (as `qualify` routes them).
     pub fn by_host(&self, host: &str) -> &Arc<Upstream> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.hosts
-            .get(&host)
-            .and_then(|name| name.as_deref())
+        self.intercepted(host)
             .and_then(|name| self.named.get(name))
             .unwrap_or(&self.default)
+    }
+
+    /// The named registry an intercepted host is, if any (else requests on it go to the
+    /// default).
+    fn intercepted(&self, host: &str) -> Option<&str> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.hosts.get(&host)?.as_deref()
     }
 
     /// The registry of a repository in shoal's form, and the repository as that registry
