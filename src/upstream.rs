@@ -123,15 +123,6 @@ impl Error {
     }
 }
 
-/// A 401 or 403 answer as `Error::Denied`, else `None`.
-fn denied(status: StatusCode, headers: &HeaderMap, at: &Url) -> Option<Error> {
-    matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN).then(|| Error::Denied {
-        url: redact(at),
-        status,
-        challenge: headers.get(WWW_AUTHENTICATE).cloned(),
-    })
-}
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Scheme, host and port, without userinfo, query or fragment; error text without secrets.
@@ -417,7 +408,7 @@ impl Upstream {
                 )
                 .await?;
             let status = resp.status();
-            if let Some(e) = denied(status, resp.headers(), &at) {
+            if let Some(e) = self.denied(status, resp.headers(), &at) {
                 return Err(e);
             }
             match status {
@@ -501,7 +492,7 @@ impl Upstream {
                 .send(Method::HEAD, url.clone(), headers, repo, meta, timeout)
                 .await?;
             let status = resp.status();
-            if let Some(e) = denied(status, resp.headers(), &at) {
+            if let Some(e) = self.denied(status, resp.headers(), &at) {
                 return Err(e);
             }
             match status {
@@ -541,7 +532,7 @@ impl Upstream {
                 .await?;
             let status = resp.status();
             let h = resp.headers();
-            if let Some(e) = denied(status, h, &at) {
+            if let Some(e) = self.denied(status, h, &at) {
                 return Err(e);
             }
             let invalid = |what: &str| Error::Invalid {
@@ -761,6 +752,18 @@ impl Upstream {
             }
             return Ok((resp, url));
         }
+    }
+
+    /// A 401 or 403 from the registry itself as `Error::Denied`, else `None`. Only the
+    /// registry judges credentials: a CDN's 403 (a presigned URL refused) is upstream
+    /// failing, whoever asked.
+    fn denied(&self, status: StatusCode, headers: &HeaderMap, at: &Url) -> Option<Error> {
+        let refused = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+        (refused && self.is_registry(at)).then(|| Error::Denied {
+            url: redact(at),
+            status,
+            challenge: headers.get(WWW_AUTHENTICATE).cloned(),
+        })
     }
 
     fn is_registry(&self, u: &Url) -> bool {

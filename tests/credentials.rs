@@ -241,3 +241,29 @@ async fn token_requests_on_an_intercepted_host_reach_its_registry() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cdn_refusal_is_upstream_failing_not_a_denial() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let up = FakeUpstream::start().await;
+        let digest = up.add_blob(blob_bytes(1 << 20, 93));
+        // Every presigned URL is refused (403 AccessDenied), whoever asks: that is the
+        // CDN failing, not upstream judging the client's credentials.
+        up.faults.lock().unwrap().min_sig_generation = u64::MAX;
+        let shoal = Shoal::start(&up.url()).await;
+        let blob = format!("{}/v2/library/x/blobs/{digest}", shoal.url());
+        for auth in [None, Some(ALICE)] {
+            let r = status(Method::GET, &blob, auth).await;
+            assert_eq!(
+                r.status,
+                502,
+                "{auth:?}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert_eq!(r.header("www-authenticate"), None);
+        }
+        assert!(up.counts.refused_sigs.load(SeqCst) > 0, "the CDN was asked");
+    })
+    .await
+    .expect("test timed out");
+}
