@@ -157,25 +157,11 @@ async fn torrent_endpoint_and_tracker() {
     .expect("test timed out");
 }
 
-fn aria2c_available() -> bool {
-    match Command::new("aria2c").arg("--version").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            let msg = "bittorrent: aria2c is missing (apt-get install aria2)";
-            if std::env::var("REQUIRE_E2E_TOOLS").as_deref() == Ok("1") {
-                panic!("{msg}; REQUIRE_E2E_TOOLS=1 makes this a failure");
-            }
-            eprintln!("SKIPPED: {msg}");
-            false
-        }
-    }
-}
-
 /// A standard BitTorrent client downloads a cached blob from shoal with nothing but the
 /// .torrent shoal serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aria2c_downloads_from_shoal() {
-    if !aria2c_available() {
+    if !registry::tool_available("bittorrent", "aria2c", "apt-get install aria2") {
         return;
     }
     tokio::time::timeout(TEST_TIMEOUT, async {
@@ -379,16 +365,8 @@ impl Drop for Qbittorrent {
 
 impl Qbittorrent {
     fn start() -> Option<Qbittorrent> {
-        if Command::new("qbittorrent-nox")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            let msg = "bittorrent: qbittorrent-nox is missing (apt-get install qbittorrent-nox)";
-            if std::env::var("REQUIRE_E2E_TOOLS").as_deref() == Ok("1") {
-                panic!("{msg}; REQUIRE_E2E_TOOLS=1 makes this a failure");
-            }
-            eprintln!("SKIPPED: {msg}");
+        let install = "apt-get install qbittorrent-nox";
+        if !registry::tool_available("bittorrent", "qbittorrent-nox", install) {
             return None;
         }
         let profile = tempfile::tempdir().unwrap();

@@ -18,21 +18,6 @@ use support::*;
 
 const MIB: usize = 1 << 20;
 
-fn transmission_available() -> bool {
-    match Command::new("transmission-cli").arg("--version").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            let msg =
-                "transmission: transmission-cli is missing (apt-get install transmission-cli)";
-            if std::env::var("REQUIRE_E2E_TOOLS").as_deref() == Ok("1") {
-                panic!("{msg}; REQUIRE_E2E_TOOLS=1 makes this a failure");
-            }
-            eprintln!("SKIPPED: {msg}");
-            false
-        }
-    }
-}
-
 /// transmission-cli in a namespace, with its own config dir; killed on drop.
 struct Transmission {
     child: Child,
@@ -115,7 +100,8 @@ impl Drop for Transmission {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transmission_downloads_from_shoal() {
-    if !transmission_available() {
+    let install = "apt-get install transmission-cli";
+    if !registry::tool_available("transmission", "transmission-cli", install) {
         return;
     }
     let Some(lan) = Lan::or_skip(2, "transmission") else {

@@ -13,7 +13,6 @@
 //! 0.43-0.56 CPU-s per GiB, 0.34-0.35 without (bench/run, docs/BENCHMARKS.md).
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,7 +62,8 @@ enum Source {
 struct Reader {
     digest: Digest,
     source: Source,
-    /// Positioned at `pos`; lent to the blocking pool during each read.
+    /// Read by offset (`pos`), never through its cursor; lent to the blocking pool when a
+    /// read must wait for the disk.
     file: Option<File>,
     size: u64,
     pos: u64,
@@ -91,16 +91,13 @@ fn resolve(
     }
 }
 
-/// Opens the first of `paths` that exists, positioned at `pos`, off the runtime.
-async fn open_at(digest: Digest, paths: Vec<PathBuf>, pos: u64) -> Result<File> {
+/// Opens the first of `paths` that exists, off the runtime.
+async fn open_first(digest: Digest, paths: Vec<PathBuf>) -> Result<File> {
     tokio::task::spawn_blocking(move || {
         let mut last = std::io::Error::from(std::io::ErrorKind::NotFound);
         for p in paths {
             match File::open(&p) {
-                Ok(mut f) => {
-                    f.seek(SeekFrom::Start(pos))?;
-                    return Ok(f);
-                }
+                Ok(f) => return Ok(f),
                 Err(e) => last = e,
             }
         }
@@ -185,7 +182,7 @@ pub(super) async fn from_fill(
         .map_err(|f| Error::from_fill(digest, f))?;
     // The partial, or the complete file if the fill committed (renamed it) meanwhile.
     let paths = vec![store.partial_path(&digest), store.blob_path(&digest)];
-    let file = open_at(digest, paths, start).await?;
+    let file = open_first(digest, paths).await?;
     Ok(make(
         Reader {
             digest,

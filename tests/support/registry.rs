@@ -41,6 +41,19 @@ pub fn skip_for_missing(test: &str, missing: &[String]) {
     let _ = writeln!(std::io::stderr(), "{test}: SKIPPED, {what}");
 }
 
+/// Whether `program --version` runs and exits 0. When it does not, the test is skipped
+/// (or fails, with `REQUIRE_E2E_TOOLS=1`), `install` saying how to get it.
+pub fn tool_available(test: &str, program: &str, install: &str) -> bool {
+    let ok = std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip_for_missing(test, &[format!("{program} ({install})")]);
+    }
+    ok
+}
+
 /// Whether `cmd` runs and exits 0 within `limit`.
 pub async fn runs(cmd: Command, limit: Duration) -> bool {
     matches!(run(cmd, limit).await, Ok(o) if o.status.success())

@@ -7,7 +7,7 @@ use librqbit_core::torrent_metainfo::TorrentMetaV1Info;
 use tracing::{Instrument, debug, debug_span};
 
 use crate::{
-    peer_connection::PeerConnectionOptions, peer_info_reader, spawn_utils::BlockingSpawner,
+    peer_connection::PeerConnectionOptions, peer_info_reader,
     stream_connect::StreamConnector,
 };
 use librqbit_core::hash_id::Id20;
@@ -52,9 +52,6 @@ pub async fn read_metainfo_from_peer_receiver<A: Stream<Item = SocketAddr> + Unp
                 peer_id,
                 info_hash,
                 peer_connection_options,
-                // This shouldn't be called anyway as we aren't reading/writing to disk, so it's
-                // ok not to use a shared one.
-                BlockingSpawner::new(1),
                 connector,
                 client_name_and_version,
             )

@@ -28,7 +28,6 @@ use tracing::{Instrument, debug, trace, trace_span};
 
 use crate::{
     read_buf::ReadBuf,
-    spawn_utils::BlockingSpawner,
     stream_connect::StreamConnector,
     type_aliases::{BoxAsyncReadVectored, BoxAsyncWrite},
 };
@@ -91,9 +90,6 @@ pub(crate) struct PeerConnection<H> {
     info_hash: Id20,
     peer_id: Id20,
     options: PeerConnectionOptions,
-    // shoal: unused since chunk reads run on the worker (see the writer below).
-    #[allow(dead_code)]
-    spawner: BlockingSpawner,
     connector: Arc<StreamConnector>,
 }
 
@@ -135,7 +131,6 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
         peer_id: Id20,
         handler: H,
         options: Option<PeerConnectionOptions>,
-        spawner: BlockingSpawner,
         connector: Arc<StreamConnector>,
     ) -> Self {
         PeerConnection {
@@ -143,7 +138,6 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
             addr,
             info_hash,
             peer_id,
-            spawner,
             options: options.unwrap_or_default(),
             connector,
         }
@@ -439,10 +433,10 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                         let preamble_len = serialize_piece_preamble(&chunk, &mut *write_buf);
                         let full_len = preamble_len + chunk.size as usize;
                         if !skip_reading_for_e2e_tests {
-                            // shoal: one chunk (16 KiB, the page cache of a blob being
-                            // seeded) is read on the worker itself; `block_in_place` per
-                            // chunk cost a thread hand-off each (the holder spent 5-6
-                            // CPU-s per GiB uploaded, 3.5 without).
+                            // shoal: one chunk (16 KiB, from the page cache of a blob
+                            // being seeded) is read on the worker itself; `block_in_place`
+                            // per chunk cost a thread hand-off each (a seed spent 5-6.5
+                            // CPU-s per GiB uploaded, 3-4 without).
                             self.handler
                                 .read_chunk(&chunk, &mut write_buf[preamble_len..full_len])
                                 .map_err(Error::ReadChunk)?;

@@ -26,7 +26,6 @@ use crate::{
     peer_connection::{
         PeerConnection, PeerConnectionHandler, PeerConnectionOptions, WriterRequest,
     },
-    spawn_utils::BlockingSpawner,
     stream_connect::{ConnectionKind, StreamConnector},
 };
 
@@ -35,7 +34,6 @@ pub(crate) async fn read_metainfo_from_peer(
     peer_id: Id20,
     info_hash: Id20,
     peer_connection_options: Option<PeerConnectionOptions>,
-    spawner: BlockingSpawner,
     connector: Arc<StreamConnector>,
     client_name_and_version: String,
 ) -> anyhow::Result<TorrentAndInfoBytes> {
@@ -57,7 +55,6 @@ pub(crate) async fn read_metainfo_from_peer(
         peer_id,
         handler,
         peer_connection_options,
-        spawner,
         connector,
     );
 

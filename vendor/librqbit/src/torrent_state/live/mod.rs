@@ -503,7 +503,6 @@ impl TorrentStateLive {
             self.shared.peer_id,
             &handler,
             Some(options),
-            self.shared.spawner.clone(),
             self.shared.connector.clone(),
         );
         let requester = handler.task_peer_chunk_requester();
@@ -568,7 +567,6 @@ impl TorrentStateLive {
             state.shared.peer_id,
             &handler,
             Some(options),
-            state.shared.spawner.clone(),
             state.shared.connector.clone(),
         );
         let requester = aframe!(
@@ -1977,8 +1975,8 @@ impl PeerHandler {
                 None => return Ok(()),
             };
 
-            // Hashing a whole piece (read back from disk) is the long step: only it leaves
-            // the runtime's worker (shoal: the chunk write itself stays on the worker, see on_received_piece).
+            // shoal: hashing a whole piece (read back from disk) is the long step, so only it
+            // leaves the runtime's worker; the chunk write stays on it (on_received_piece).
             match state
                 .shared
                 .spawner
@@ -2047,7 +2045,8 @@ impl PeerHandler {
         // shoal: one chunk (16 KiB) is written into the page cache on the worker itself.
         // `block_in_place` per chunk handed the worker's core to another thread 64 times a
         // MiB: futex wakes and thread switches cost more than the write (a receiving node
-        // spent 20 CPU-s per GiB, 14 without). The piece check inside still leaves the worker.
+        // spent 20-22 CPU-s per GiB, 11-17 without). The piece check inside still leaves
+        // the worker.
         write_to_disk(&self.state, self.addr, &self.counters, &piece, &chunk_info)
             .with_context(|| format!("error processing received chunk {chunk_info:?}"))?;
 
