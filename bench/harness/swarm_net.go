@@ -47,10 +47,16 @@ func runCmd(name string, args ...string) error {
 	return nil
 }
 
-// tbfBurst is the bucket for a rate: 2 ms worth of bytes, at least 64 KiB (one GSO
-// segment from a veth), as in `tc qdisc ... tbf rate 1gbit burst 256kb`.
+// tbfBurst is the bucket for a rate: 10 ms worth of bytes, at least 64 KiB (one GSO
+// segment from a veth). tc-tbf(8) asks for at least rate/HZ (100 KB at 200 Mbit/s with
+// this kernel's HZ = 250). A smaller bucket still holds the rate, but tbf then runs out of
+// tokens on most bursts and re-arms its watchdog timer for each: iperf3 over one
+// 200 Mbit/s veth pair used 2.1-4.6 CPU-seconds per 229 MB with a 64 KiB bucket and
+// 0.35-0.5 with 128-512 KiB, the same rate either way (docs/BENCHMARKS.md). That cost is
+// the emulation's, not shoal's; with eight nodes on two cores it would be most of what is
+// measured.
 func tbfBurst(mbit int) int {
-	b := mbit * 1_000_000 / 8 / 500
+	b := mbit * 1_000_000 / 8 / 100
 	if b < 64<<10 {
 		b = 64 << 10
 	}
