@@ -557,11 +557,6 @@ impl Fill {
         self.lock().sched.waiting_demands()
     }
 
-    /// The first byte at or after `from` that has not landed, wrapping around.
-    fn next_missing(&self, from: u64) -> Option<u64> {
-        self.lock().sched.next_missing(from)
-    }
-
     pub fn set_source(&self, source: BlobSource) {
         self.lock().source = source;
     }

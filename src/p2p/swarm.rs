@@ -593,9 +593,10 @@ impl Swarm {
             .map_or(0, |l| l.snapshot.peer_stats.live as usize)
     }
 
-    /// Points librqbit at the byte offsets wanted first (clients waiting there, or where
-    /// this node should start so that nodes pulling together fetch different pieces).
-    pub async fn steer(&self, d: &Download, positions: &[u64]) {
+    /// Points librqbit at the byte offsets wanted first (where clients wait). False when
+    /// a stream could not be opened yet (the torrent still initialising, or librqbit's
+    /// worker permits all taken): the caller tries again.
+    pub async fn steer(&self, d: &Download, positions: &[u64]) -> bool {
         let positions = &positions[..positions.len().min(MAX_STEERING)];
         let mut streams = d.steering.lock().await;
         streams.truncate(positions.len());
@@ -611,6 +612,7 @@ impl Swarm {
             // Setting the position is all a seek does here; it cannot fail in range.
             let _ = stream.as_mut().start_seek(std::io::SeekFrom::Start(*pos));
         }
+        streams.len() == positions.len()
     }
 
     /// Ends a download: no write lands after this returns.

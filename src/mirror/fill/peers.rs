@@ -19,6 +19,9 @@ use crate::mirror::{BlobSource, P2p};
 use crate::oci::Digest;
 use crate::store::Holder;
 
+/// How soon steering is tried again when librqbit could not open a stream.
+const STEER_RETRY: Duration = Duration::from_millis(200);
+
 pub struct PeerSource {
     p2p: P2p,
     holders: Vec<Holder>,
@@ -134,23 +137,28 @@ impl PeerSource {
         tracing::info!(%digest, peers = ?addrs, "filling from peers over BitTorrent");
         fill.touch();
         let mut rx = fill.landed_tx.subscribe();
-        // librqbit fetches pieces in order. Steer it: first where clients wait, then from
-        // a place of this node's own, so that nodes pulling together start in different
-        // places and have pieces to trade.
-        let own_start = fastrand::u64(0..info.size.max(1)) / piece_length * piece_length;
+        // Steer librqbit to where clients wait (it fetches the 32 MiB after each such
+        // place first). Nodes pulling together need no other steering to have pieces to
+        // trade: each asks a seeder first for its own share of the pieces (docs/LIBRQBIT.md).
+        // A place of each node's own, tried before the share-out, made its stream sit at
+        // other nodes' pieces and fetch them from the seeder once overdue.
         let mut steered = Vec::new();
         let complete = loop {
             if fill.is_complete() {
                 break true;
             }
             let idle = fill.idle();
-            let mut want = fill.waiting_demands();
-            if let Some(next) = fill.next_missing(own_start) {
-                want.push(next / piece_length * piece_length);
-            }
+            let want = fill.waiting_demands();
+            // A stream librqbit could not open yet (the torrent still initialising, its
+            // worker permits taken) is tried again soon: unsteered, a client's piece comes
+            // only in rarest-first order, after this node's share (tens of seconds).
+            let mut wake = self.stall - idle;
             if want != steered {
-                p2p.swarm.steer(&dl, &want).await;
-                steered = want;
+                if p2p.swarm.steer(&dl, &want).await {
+                    steered = want;
+                } else {
+                    wake = wake.min(STEER_RETRY);
+                }
             }
             if idle >= self.stall {
                 tracing::warn!(%digest, live_peers = p2p.swarm.live_peers(&dl),
@@ -159,7 +167,7 @@ impl PeerSource {
             }
             tokio::select! {
                 _ = rx.changed() => {}
-                () = tokio::time::sleep(self.stall - idle) => {}
+                () = tokio::time::sleep(wake) => {}
                 () = stop.cancelled() => break false,
                 () = ctx.drain.cancelled() => break false,
             }

@@ -68,6 +68,27 @@ where
     pub can_steal: S,
 }
 
+/// (shoal patch) This node's share of a seeder's pieces: it is downloader `mine` of `of`
+/// (ranked by peer id), and asks a seeder first for the pieces whose index is `mine`
+/// modulo `of`.
+///
+/// Downloaders that start together see every piece equally rare, and a piece one of them
+/// is fetching from the seeder still looks unclaimed to the others until it has arrived
+/// whole: picked at random, many pieces are sent by the seeder twice. Each node asking the
+/// seeder for its own share first sends each piece through the seeder's link about once;
+/// the downloaders trade the rest, rarest first as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub of: u32,
+    pub mine: u32,
+}
+
+impl Share {
+    fn is_mine(&self, piece: ValidPieceIndex) -> bool {
+        self.of == 0 || piece.get() % self.of == self.mine
+    }
+}
+
 /// Coordinates piece download state.
 ///
 /// Wraps a [`ChunkTracker`] with tracking of which pieces are currently being downloaded
@@ -127,13 +148,16 @@ impl PieceTracker {
         P: Fn(ValidPieceIndex) -> bool,
         S: Fn(ValidPieceIndex) -> bool,
     {
-        self.acquire_piece_rarest(req, &[])
+        self.acquire_piece_rarest(req, &[], None, &[])
     }
 
     /// [`Self::acquire_piece`], reserving the *rarest* piece the peer has: the one that the
     /// fewest connected peers have (`availability`, indexed by piece); among equally rare
     /// ones a priority piece (streams) before a queued one, and among those one at random.
-    /// An empty `availability` keeps librqbit's usual order.
+    /// An empty `availability` keeps librqbit's usual order. With a `share` (when the
+    /// peer is a seeder), equally rare pieces of this node's share come before the others,
+    /// wherever they are: the seeder's link is the swarm's, a stream's is this node's.
+    /// `overdue` pieces (a stream has waited at them too long) count as this node's share.
     ///
     /// (shoal patch: peers that start a download together and share one seeder otherwise
     /// ask it for the same pieces at the same time, so it uploads many pieces several times
@@ -143,6 +167,8 @@ impl PieceTracker {
         &mut self,
         mut req: AcquireRequest<I, P, S>,
         availability: &[u16],
+        share: Option<Share>,
+        overdue: &[ValidPieceIndex],
     ) -> AcquireResult
     where
         I: Iterator<Item = ValidPieceIndex>,
@@ -155,13 +181,17 @@ impl PieceTracker {
         }
 
         // 2. Reserve from priority_pieces, then queued pieces: the rarest; among equally
-        // rare ones a priority piece, and among those one at random, so that peers
-        // downloading together from one seeder do not all ask it for the same piece.
+        // rare ones one of this node's share of a seeder's, then a priority piece, and
+        // among those one at random, so that peers downloading together from one seeder
+        // do not all ask it for the same piece.
         let rarity = |p: ValidPieceIndex| availability.get(p.get_usize()).copied().unwrap_or(0);
-        let mut best: Option<((u16, u8), ValidPieceIndex)> = None;
+        let not_mine = |p: ValidPieceIndex| {
+            u8::from(!share.is_none_or(|s| s.is_mine(p)) && !overdue.contains(&p))
+        };
+        let mut best: Option<((u16, u8, u8), ValidPieceIndex)> = None;
         let mut ties = 0u32;
         let mut consider = |piece: ValidPieceIndex, tier: u8| {
-            let key = (rarity(piece), tier);
+            let key = (rarity(piece), not_mine(piece), tier);
             match best {
                 Some((b, _)) if key > b => {}
                 Some((b, _)) if key == b => {
@@ -767,16 +797,16 @@ mod tests {
             peer_has_piece: |_: ValidPieceIndex| true,
             can_steal: |_: ValidPieceIndex| true,
         };
-        match tracker.acquire_piece_rarest(req(priority.clone()), &availability) {
+        match tracker.acquire_piece_rarest(req(priority.clone()), &availability, None, &[]) {
             AcquireResult::Reserved(p) => assert_eq!(p.get(), 2),
             r => panic!("Expected Reserved(2), got {:?}", r),
         }
-        match tracker.acquire_piece_rarest(req(priority), &availability) {
+        match tracker.acquire_piece_rarest(req(priority), &availability, None, &[]) {
             AcquireResult::Reserved(p) => assert_eq!(p.get(), 4),
             r => panic!("Expected Reserved(4), got {:?}", r),
         }
         // Without availability: the usual order (piece 3 is next among the priority ones).
-        match tracker.acquire_piece_rarest(req(vec![idx(3)]), &[]) {
+        match tracker.acquire_piece_rarest(req(vec![idx(3)]), &[], None, &[]) {
             AcquireResult::Reserved(p) => assert_eq!(p.get(), 3),
             r => panic!("Expected Reserved(3), got {:?}", r),
         }
@@ -802,6 +832,8 @@ mod tests {
                     can_steal: |_| true,
                 },
                 &[1; 8],
+                None,
+                &[],
             );
             match result {
                 AcquireResult::Reserved(p) => firsts.insert(p.get()),
@@ -809,6 +841,91 @@ mod tests {
             };
         }
         assert!(firsts.len() >= 4, "first picks {:?}", firsts);
+    }
+
+    #[test]
+    fn test_a_seeders_pieces_are_shared_out() {
+        // Downloader 1 of 3, every piece only at the seeder: its own share (1, 4, 7) first,
+        // in any order, the priority piece 3 (not its share) after them; a rarer piece
+        // still comes first whoever's share it is.
+        let file_infos = make_test_file_infos(9);
+        let file_priorities = make_default_file_priorities(&file_infos);
+        let share = Some(Share { of: 3, mine: 1 });
+        for _ in 0..16 {
+            let mut tracker = PieceTracker::new(make_test_chunk_tracker(9));
+            let lengths = *tracker.chunks().get_lengths();
+            let idx = |i| lengths.validate_piece_index(i).unwrap();
+            let mut picks = Vec::new();
+            for _ in 0..4 {
+                let result = tracker.acquire_piece_rarest(
+                    AcquireRequest {
+                        peer: peer(1),
+                        peer_avg_time: None,
+                        priority_pieces: vec![idx(3)].into_iter(),
+                        file_priorities: &file_priorities,
+                        file_infos: &file_infos,
+                        peer_has_piece: |_| true,
+                        can_steal: |_| true,
+                    },
+                    &[1; 9],
+                    share,
+                    &[],
+                );
+                match result {
+                    AcquireResult::Reserved(p) => picks.push(p.get()),
+                    r => panic!("Expected a reserved piece, got {:?}", r),
+                }
+            }
+            let mut first3 = picks[..3].to_vec();
+            first3.sort_unstable();
+            assert_eq!((first3, picks[3]), (vec![1, 4, 7], 3), "picks {:?}", picks);
+
+            let mut tracker = PieceTracker::new(make_test_chunk_tracker(9));
+            let mut rarer = [2u16; 9];
+            rarer[5] = 1;
+            match tracker.acquire_piece_rarest(
+                AcquireRequest {
+                    peer: peer(1),
+                    peer_avg_time: None,
+                    priority_pieces: std::iter::empty(),
+                    file_priorities: &file_priorities,
+                    file_infos: &file_infos,
+                    peer_has_piece: |_| true,
+                    can_steal: |_| true,
+                },
+                &rarer,
+                share,
+                &[],
+            ) {
+                AcquireResult::Reserved(p) => assert_eq!(p.get(), 5),
+                r => panic!("Expected Reserved(5), got {:?}", r),
+            }
+
+            // A stream stuck at piece 3: it comes with the share, before the other pieces.
+            let mut tracker = PieceTracker::new(make_test_chunk_tracker(9));
+            let mut picks = Vec::new();
+            for _ in 0..4 {
+                match tracker.acquire_piece_rarest(
+                    AcquireRequest {
+                        peer: peer(1),
+                        peer_avg_time: None,
+                        priority_pieces: std::iter::empty(),
+                        file_priorities: &file_priorities,
+                        file_infos: &file_infos,
+                        peer_has_piece: |_| true,
+                        can_steal: |_| true,
+                    },
+                    &[1; 9],
+                    share,
+                    &[idx(3)],
+                ) {
+                    AcquireResult::Reserved(p) => picks.push(p.get()),
+                    r => panic!("Expected a reserved piece, got {:?}", r),
+                }
+            }
+            picks.sort_unstable();
+            assert_eq!(picks, vec![1, 3, 4, 7]);
+        }
     }
 
     #[test]

@@ -34,6 +34,8 @@ struct StreamState {
     file_abs_offset: u64,
     position: u64,
     waker: Option<Waker>,
+    // (shoal patch) Since when the stream has been at the piece it is at.
+    piece_since: Instant,
 }
 
 impl StreamState {
@@ -67,6 +69,16 @@ impl TorrentStreams {
             let vm = s.value_mut();
             vm.waker = Some(waker);
         }
+    }
+
+    /// (shoal patch) The piece each stream has been at for `after` or longer: a reader
+    /// waits there, and a share of the seeder's pieces must not make it wait longer.
+    pub(crate) fn overdue_pieces(&self, lengths: &Lengths, after: std::time::Duration) -> Vec<ValidPieceIndex> {
+        self.streams
+            .iter()
+            .filter(|s| s.piece_since.elapsed() >= after)
+            .filter_map(|s| s.current_piece(lengths).map(|p| p.id))
+            .collect()
     }
 
     // Interleave 1st, 2nd etc pieces from each active stream in turn until they get 1/10th of the file .
@@ -370,6 +382,7 @@ impl ManagedTorrent {
                 waker: None,
                 file_len: fd_len,
                 file_abs_offset: fd_offset,
+                piece_since: Instant::now(),
             },
         );
 
@@ -390,12 +403,15 @@ impl FileStream {
 
     fn set_position(&mut self, new_pos: u64) {
         self.position = new_pos;
-        self.streams
-            .streams
-            .get_mut(&self.stream_id)
-            .unwrap()
-            .value_mut()
-            .position = new_pos;
+        let mut state = self.streams.streams.get_mut(&self.stream_id).unwrap();
+        let state = state.value_mut();
+        let lengths = self.metadata.lengths();
+        let piece = |s: &StreamState| s.current_piece(lengths).map(|p| p.id);
+        let before = piece(state);
+        state.position = new_pos;
+        if piece(state) != before {
+            state.piece_since = Instant::now();
+        }
     }
 
     pub fn len(&self) -> u64 {

@@ -91,7 +91,7 @@ use crate::{
     peer_connection::{
         PeerConnection, PeerConnectionHandler, PeerConnectionOptions, WriterRequest,
     },
-    piece_tracker::{AcquireRequest, AcquireResult, PieceTracker},
+    piece_tracker::{AcquireRequest, AcquireResult, PieceTracker, Share},
     session::CheckedIncomingConnection,
     session_stats::SessionStats,
     stream_connect::ConnectionKind,
@@ -171,6 +171,12 @@ impl TorrentStateLocked {
 }
 
 const FLUSH_BITV_EVERY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// (shoal patch) A stream stuck this long at a piece outside this node's share of a
+/// seeder's pieces (`Share`) gets it from a seeder as if it were in the share: the node
+/// whose share it is may be slow or gone, and ollama gives up on a range after 30 s
+/// without a byte.
+const OVERDUE_STREAM_PIECE: Duration = Duration::from_secs(3);
 
 pub enum AddIncomingPeerResult {
     Added,
@@ -1259,11 +1265,18 @@ impl PeerConnectionHandler for &'_ PeerHandler {
         if self.state.shared.options.disable_upload() {
             return false;
         }
+        // (shoal patch) A peer that started empty sends no bitfield, so ours of it is
+        // still empty: it has nothing we know of, and must hear of this piece. Read as
+        // "has it", two peers that connect before either has a piece never tell each
+        // other anything, and each drops the other when its 10 s read timeout expires
+        // (keep-alives come every 120 s): pullers starting together lost their mesh for
+        // 15-20 s and took those pieces from the seeder instead.
         let have = self
             .state
             .peers
             .with_live(self.addr, |l| {
-                l.bitfield.get(id.get_usize()).map(|p| *p).unwrap_or(true)
+                !l.bitfield.is_empty()
+                    && l.bitfield.get(id.get_usize()).map(|p| *p).unwrap_or(true)
             })
             .unwrap_or(true);
         !have
@@ -1447,20 +1460,38 @@ impl PeerHandler {
     }
 
     /// (shoal patch) For each piece, how many live peers have it (saturating at u16::MAX).
-    fn piece_availability(&self) -> Vec<u16> {
+    /// (shoal patch) How many live peers have each piece (for rarest-first), and this
+    /// node's [`Share`] of a seeder's pieces: its rank among the distinct downloading
+    /// peers (peer ids of live peers that are not seeders, and this node's own).
+    fn swarm_view(&self) -> (Vec<u16>, Option<Share>) {
         let total = self.state.lengths.total_pieces() as usize;
         let mut availability = vec![0u16; total];
+        let mut downloaders = vec![self.state.shared.peer_id];
         for entry in self.state.peers.states.iter() {
             let Some(live) = entry.value().get_live() else {
                 continue;
             };
+            if !live.seeder {
+                downloaders.push(live.peer_id);
+            }
             for i in live.bitfield.iter_ones() {
                 if let Some(a) = availability.get_mut(i) {
                     *a = a.saturating_add(1);
                 }
             }
         }
-        availability
+        // Two connections to one peer (each dialled the other) are one downloader.
+        downloaders.sort_unstable();
+        downloaders.dedup();
+        let mine = downloaders
+            .iter()
+            .position(|id| *id == self.state.shared.peer_id)
+            .unwrap_or(0);
+        let share = (downloaders.len() > 1).then(|| Share {
+            of: downloaders.len() as u32,
+            mine: mine as u32,
+        });
+        (availability, share)
     }
 
     /// Acquire a piece for this peer: try steal (10x) → reserve → steal (3x).
@@ -1475,9 +1506,13 @@ impl PeerHandler {
         // Steal info to process after releasing the peer lock
         let mut steal_info: Option<(SocketAddr, ValidPieceIndex)> = None;
 
-        // (shoal patch) How many connected peers have each piece, for rarest-first.
-        // Counted before any lock of ours is taken.
-        let availability = self.piece_availability();
+        // (shoal patch) How many connected peers have each piece, for rarest-first, and
+        // this node's share of a seeder's pieces. Counted before any lock of ours is taken.
+        let (availability, share) = self.swarm_view();
+        let overdue = self
+            .state
+            .streams
+            .overdue_pieces(&self.state.lengths, OVERDUE_STREAM_PIECE);
 
         let result = self
             .state
@@ -1486,6 +1521,9 @@ impl PeerHandler {
                 let mut g = self.state.lock_write("acquire_next_piece");
 
                 let bf = &live.bitfield;
+                // (shoal patch) Only a seeder's pieces are shared out: from a downloading
+                // peer, any piece it has is one the seeder did not have to send.
+                let share = if live.seeder { share } else { None };
                 // Extract references to disjoint fields
                 let TorrentStateLocked {
                     pieces,
@@ -1505,7 +1543,7 @@ impl PeerHandler {
                             .try_write()
                             .is_some()
                     },
-                }, &availability);
+                }, &availability, share, &overdue);
 
                 match result {
                     AcquireResult::Reserved(piece) => {

@@ -250,8 +250,8 @@ impl Peer {
 
 #[derive(Debug)]
 pub(crate) struct LivePeerState {
-    #[allow(dead_code)]
-    peer_id: Id20,
+    // (shoal patch) read by TorrentStateLive::swarm_view to share out a seeder's pieces.
+    pub peer_id: Id20,
 
     pub client_name: Option<String>,
 
