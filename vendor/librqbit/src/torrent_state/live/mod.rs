@@ -1764,14 +1764,25 @@ impl PeerHandler {
 
             // Acquire a piece using the strategy: try steal (10x) → reserve → steal (3x).
             let new_piece_notify = self.state.new_pieces_notify.notified();
+            // (shoal patch) Also woken by this peer's HAVE or bitfield. Without it, a
+            // requester that found nothing to ask a peer for (it had no pieces yet, as
+            // every downloader at the start) slept 5 s while that peer got pieces: a
+            // client waiting at a piece another node already had waited those 5 s.
+            let peer_has_more = self.on_bitfield_notify.notified();
             let next = match self.acquire_next_piece()? {
                 Some(next) => next,
                 None => {
                     debug!("no pieces to request");
+                    let woken = async {
+                        tokio::select! {
+                            () = new_piece_notify => {}
+                            () = peer_has_more => {}
+                        }
+                    };
                     match aframe!(tokio::time::timeout(
                         // Half of default rw timeout not to race with it.
                         Duration::from_secs(5),
-                        new_piece_notify
+                        woken
                     ))
                     .await
                     {
