@@ -152,7 +152,7 @@ impl PeerSource {
             // A stream librqbit could not open yet (the torrent still initialising, its
             // worker permits taken) is tried again soon: unsteered, a client's piece comes
             // only in rarest-first order, after this node's share (tens of seconds).
-            let mut wake = self.stall - idle;
+            let mut wake = self.stall.saturating_sub(idle);
             if want != steered {
                 if p2p.swarm.steer(&dl, &want).await {
                     steered = want;
