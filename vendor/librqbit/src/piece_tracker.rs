@@ -845,86 +845,48 @@ mod tests {
 
     #[test]
     fn test_a_seeders_pieces_are_shared_out() {
-        // Downloader 1 of 3, every piece only at the seeder: its own share (1, 4, 7) first,
-        // in any order, the priority piece 3 (not its share) after them; a rarer piece
-        // still comes first whoever's share it is.
+        // Downloader 1 of 3: its own share (1, 4, 7) first, in any order, the priority
+        // piece 3 (not its share) after them; a rarer piece still comes first whoever's
+        // share it is; a piece a stream is stuck at (overdue) comes with the share.
         let file_infos = make_test_file_infos(9);
         let file_priorities = make_default_file_priorities(&file_infos);
         let share = Some(Share { of: 3, mine: 1 });
-        for _ in 0..16 {
+        let picks = |priority: &[u32], availability: &[u16], overdue: &[u32], n: usize| {
             let mut tracker = PieceTracker::new(make_test_chunk_tracker(9));
             let lengths = *tracker.chunks().get_lengths();
             let idx = |i| lengths.validate_piece_index(i).unwrap();
-            let mut picks = Vec::new();
-            for _ in 0..4 {
-                let result = tracker.acquire_piece_rarest(
-                    AcquireRequest {
+            let overdue: Vec<_> = overdue.iter().map(|&i| idx(i)).collect();
+            (0..n)
+                .map(|_| {
+                    let req = AcquireRequest {
                         peer: peer(1),
                         peer_avg_time: None,
-                        priority_pieces: vec![idx(3)].into_iter(),
+                        priority_pieces: priority.iter().map(|&i| idx(i)),
                         file_priorities: &file_priorities,
                         file_infos: &file_infos,
                         peer_has_piece: |_| true,
                         can_steal: |_| true,
-                    },
-                    &[1; 9],
-                    share,
-                    &[],
-                );
-                match result {
-                    AcquireResult::Reserved(p) => picks.push(p.get()),
-                    r => panic!("Expected a reserved piece, got {:?}", r),
-                }
-            }
-            let mut first3 = picks[..3].to_vec();
-            first3.sort_unstable();
-            assert_eq!((first3, picks[3]), (vec![1, 4, 7], 3), "picks {:?}", picks);
+                    };
+                    match tracker.acquire_piece_rarest(req, availability, share, &overdue) {
+                        AcquireResult::Reserved(p) => p.get(),
+                        r => panic!("Expected a reserved piece, got {:?}", r),
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let sorted = |mut v: Vec<u32>| {
+            v.sort_unstable();
+            v
+        };
+        for _ in 0..16 {
+            let p = picks(&[3], &[1; 9], &[], 4);
+            assert_eq!((sorted(p[..3].to_vec()), p[3]), (vec![1, 4, 7], 3), "picks {:?}", p);
 
-            let mut tracker = PieceTracker::new(make_test_chunk_tracker(9));
             let mut rarer = [2u16; 9];
             rarer[5] = 1;
-            match tracker.acquire_piece_rarest(
-                AcquireRequest {
-                    peer: peer(1),
-                    peer_avg_time: None,
-                    priority_pieces: std::iter::empty(),
-                    file_priorities: &file_priorities,
-                    file_infos: &file_infos,
-                    peer_has_piece: |_| true,
-                    can_steal: |_| true,
-                },
-                &rarer,
-                share,
-                &[],
-            ) {
-                AcquireResult::Reserved(p) => assert_eq!(p.get(), 5),
-                r => panic!("Expected Reserved(5), got {:?}", r),
-            }
+            assert_eq!(picks(&[], &rarer, &[], 1), vec![5]);
 
-            // A stream stuck at piece 3: it comes with the share, before the other pieces.
-            let mut tracker = PieceTracker::new(make_test_chunk_tracker(9));
-            let mut picks = Vec::new();
-            for _ in 0..4 {
-                match tracker.acquire_piece_rarest(
-                    AcquireRequest {
-                        peer: peer(1),
-                        peer_avg_time: None,
-                        priority_pieces: std::iter::empty(),
-                        file_priorities: &file_priorities,
-                        file_infos: &file_infos,
-                        peer_has_piece: |_| true,
-                        can_steal: |_| true,
-                    },
-                    &[1; 9],
-                    share,
-                    &[idx(3)],
-                ) {
-                    AcquireResult::Reserved(p) => picks.push(p.get()),
-                    r => panic!("Expected a reserved piece, got {:?}", r),
-                }
-            }
-            picks.sort_unstable();
-            assert_eq!(picks, vec![1, 3, 4, 7]);
+            assert_eq!(sorted(picks(&[], &[1; 9], &[3], 4)), vec![1, 3, 4, 7]);
         }
     }
 

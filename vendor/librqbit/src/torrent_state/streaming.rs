@@ -6,7 +6,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
     },
     task::{Poll, Waker},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -73,7 +73,7 @@ impl TorrentStreams {
 
     /// (shoal patch) The piece each stream has been at for `after` or longer: a reader
     /// waits there, and a share of the seeder's pieces must not make it wait longer.
-    pub(crate) fn overdue_pieces(&self, lengths: &Lengths, after: std::time::Duration) -> Vec<ValidPieceIndex> {
+    pub(crate) fn overdue_pieces(&self, lengths: &Lengths, after: Duration) -> Vec<ValidPieceIndex> {
         self.streams
             .iter()
             .filter(|s| s.piece_since.elapsed() >= after)

@@ -1459,10 +1459,10 @@ impl PeerHandler {
         Ok(())
     }
 
-    /// (shoal patch) For each piece, how many live peers have it (saturating at u16::MAX).
-    /// (shoal patch) How many live peers have each piece (for rarest-first), and this
-    /// node's [`Share`] of a seeder's pieces: its rank among the distinct downloading
-    /// peers (peer ids of live peers that are not seeders, and this node's own).
+    /// (shoal patch) How many live peers have each piece (for rarest-first; saturating at
+    /// u16::MAX), and this node's [`Share`] of a seeder's pieces: its rank among the
+    /// distinct downloading peers (peer ids of live peers that are not seeders, and this
+    /// node's own). No share when this node is the only downloader.
     fn swarm_view(&self) -> (Vec<u16>, Option<Share>) {
         let total = self.state.lengths.total_pieces() as usize;
         let mut availability = vec![0u16; total];
@@ -1509,10 +1509,14 @@ impl PeerHandler {
         // (shoal patch) How many connected peers have each piece, for rarest-first, and
         // this node's share of a seeder's pieces. Counted before any lock of ours is taken.
         let (availability, share) = self.swarm_view();
-        let overdue = self
-            .state
-            .streams
-            .overdue_pieces(&self.state.lengths, OVERDUE_STREAM_PIECE);
+        // Overdue pieces only matter against a share.
+        let overdue = match share {
+            Some(_) => self
+                .state
+                .streams
+                .overdue_pieces(&self.state.lengths, OVERDUE_STREAM_PIECE),
+            None => Vec::new(),
+        };
 
         let result = self
             .state

@@ -250,7 +250,7 @@ impl Peer {
 
 #[derive(Debug)]
 pub(crate) struct LivePeerState {
-    // (shoal patch) read by TorrentStateLive::swarm_view to share out a seeder's pieces.
+    // (shoal patch) read by PeerHandler::swarm_view to share out a seeder's pieces.
     pub peer_id: Id20,
 
     pub client_name: Option<String>,
